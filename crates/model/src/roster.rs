@@ -1,0 +1,112 @@
+//! RFC 6121 roster items and the subscription states they carry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The `subscription` attribute of a roster item (RFC 6121 §2.1.2.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscription {
+    #[default]
+    None,
+    /// The user sees the contact's availability.
+    To,
+    /// The contact sees the user's availability (the contact is a watcher).
+    From,
+    Both,
+}
+
+impl Subscription {
+    pub fn sees_contact(self) -> bool {
+        matches!(self, Subscription::To | Subscription::Both)
+    }
+
+    pub fn contact_watches(self) -> bool {
+        matches!(self, Subscription::From | Subscription::Both)
+    }
+
+    pub fn with_to(self) -> Self {
+        match self {
+            Subscription::None | Subscription::To => Subscription::To,
+            Subscription::From | Subscription::Both => Subscription::Both,
+        }
+    }
+
+    pub fn with_from(self) -> Self {
+        match self {
+            Subscription::None | Subscription::From => Subscription::From,
+            Subscription::To | Subscription::Both => Subscription::Both,
+        }
+    }
+
+    pub fn without_to(self) -> Self {
+        match self {
+            Subscription::None | Subscription::To => Subscription::None,
+            Subscription::From | Subscription::Both => Subscription::From,
+        }
+    }
+
+    pub fn without_from(self) -> Self {
+        match self {
+            Subscription::None | Subscription::From => Subscription::None,
+            Subscription::To | Subscription::Both => Subscription::To,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One contact in a user's roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterItem {
+    /// Bare JID of the contact.
+    pub jid: String,
+    pub name: Option<String>,
+    pub groups: BTreeSet<String>,
+    pub subscription: Subscription,
+    /// Pending out: the user asked to see the contact and awaits approval.
+    pub ask: bool,
+}
+
+impl RosterItem {
+    pub fn new(jid: &str) -> Self {
+        RosterItem { jid: jid.to_string(), name: None, groups: BTreeSet::new(), subscription: Subscription::None, ask: false }
+    }
+
+    /// An item that carries nothing the user chose: safe to drop when its last
+    /// subscription direction goes away.
+    pub fn is_bare(&self) -> bool {
+        self.subscription == Subscription::None && !self.ask && self.name.is_none() && self.groups.is_empty()
+    }
+}
+
+/// A user's roster: items, pending inbound requests and the XEP-0237 version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    pub version: u64,
+    pub items: BTreeMap<String, RosterItem>,
+    /// Pending in: bare JIDs that asked to see this user, not yet answered.
+    pub pending_in: BTreeSet<String>,
+}
+
+impl Roster {
+    /// Contacts that see this user's availability.
+    pub fn watcher_count(&self) -> usize {
+        self.items.values().filter(|i| i.subscription.contact_watches()).count()
+    }
+}
