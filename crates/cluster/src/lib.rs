@@ -1,0 +1,24 @@
+//! The replicated state of a presenced cluster: openraft (kept inside this crate),
+//! its sled-backed log and state machine, the gRPC transport between nodes, and
+//! [`ClusterNode`], the handle the rest of the node uses.
+
+// openraft 0.9's declare_raft_types! names `Cursor` unqualified for SnapshotData.
+use std::io::Cursor;
+
+pub mod auth;
+mod network;
+mod node;
+mod service;
+mod store;
+
+pub use node::{ClusterConfig, ClusterError, ClusterNode, MembershipChange, MembershipView, RaftTuning};
+
+pub type NodeId = u64;
+pub type Node = openraft::BasicNode;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for presenced.
+    pub TypeConfig:
+        D = presenced_model::Command,
+        R = presenced_model::Outcome,
+);

@@ -1,0 +1,287 @@
+//! Durable storage for one node: the Raft log, Raft's own metadata (vote, committed,
+//! purged), the state-machine records with their last-applied marker, and the current
+//! snapshot.
+//!
+//! The [`Store`] trait speaks bytes only, so the Raft library and the state's encoding
+//! stay out of it and another engine can replace sled without touching the cluster
+//! crate. [`SledStore`] is the embedded default.
+//!
+//! Durability contract:
+//! - [`Store::append`], [`Store::put_meta`], [`Store::truncate_from`], [`Store::purge_upto`]
+//!   write; they are durable after the next [`Store::flush`] returns.
+//! - [`Store::sm_commit`] writes state records and the applied marker in one atomic batch.
+//! - [`Store::sm_replace`] swaps the whole state atomically (snapshot install): after a
+//!   crash the old state or the new one is there, never a mix.
+
+use std::path::Path;
+
+/// A storage failure; the node treats it as fatal for the operation at hand.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(#[from] sled::Error),
+    #[error("storage transaction: {0}")]
+    Transaction(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One record change: `Some(value)` writes, `None` deletes.
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
+
+/// What a node persists. Implementations must be safe to share between threads.
+pub trait Store: Send + Sync + 'static {
+    /// Write log entries (index, bytes) in one atomic batch.
+    fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<()>;
+    /// Entries with `from <= index < to` (`to = None`: to the end), in index order.
+    fn read_range(&self, from: u64, to: Option<u64>) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// The entry with the highest index.
+    fn last_entry(&self) -> Result<Option<(u64, Vec<u8>)>>;
+    /// Delete entries with `index >= from`.
+    fn truncate_from(&self, from: u64) -> Result<()>;
+    /// Delete entries with `index <= upto`.
+    fn purge_upto(&self, upto: u64) -> Result<()>;
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<()>;
+
+    /// Make every previous write durable (fsync). Blocking.
+    fn flush(&self) -> Result<()>;
+
+    /// The state records and the applied marker stored with them.
+    fn sm_load(&self) -> Result<(Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)>;
+    /// Apply record changes and set the applied marker, atomically.
+    fn sm_commit(&self, changes: Vec<Change>, applied: &[u8]) -> Result<()>;
+    /// Replace all records and the applied marker, atomically and durably.
+    fn sm_replace(&self, records: Vec<(Vec<u8>, Vec<u8>)>, applied: &[u8]) -> Result<()>;
+
+    fn snapshot_get(&self) -> Result<Option<Vec<u8>>>;
+    /// Store the current snapshot durably.
+    fn snapshot_put(&self, blob: &[u8]) -> Result<()>;
+
+    /// Bytes on disk, for metrics.
+    fn size_on_disk(&self) -> u64;
+}
+
+/// Key of the applied marker inside a state tree; state keys never start with 0xff.
+const APPLIED: &[u8] = b"\xff__applied";
+/// Meta key naming the live state tree.
+const SM_TREE: &str = "sm_tree";
+
+/// The sled-backed store: one `sled::Db` with trees `log`, `meta`, `snapshot` and one
+/// live state tree `sm.<generation>`.
+pub struct SledStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    snap: sled::Tree,
+    sm: std::sync::RwLock<sled::Tree>,
+}
+
+fn idx(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+fn un_idx(k: &[u8]) -> Result<u64> {
+    let b: [u8; 8] = k.try_into().map_err(|_| StoreError::Corrupt(format!("log key of {} bytes", k.len())))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+impl SledStore {
+    /// Open (or create) the store under `dir`. `cache_bytes` bounds sled's page cache.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        let meta = db.open_tree("meta")?;
+        let name = match meta.get(SM_TREE)? {
+            Some(n) => n.to_vec(),
+            None => {
+                meta.insert(SM_TREE, b"sm.0".to_vec())?;
+                b"sm.0".to_vec()
+            }
+        };
+        // Drop state trees left behind by an install interrupted before or after its switch.
+        for t in db.tree_names() {
+            if t.starts_with(b"sm.") && t.as_ref() != name.as_slice() {
+                tracing::info!(tree = %String::from_utf8_lossy(&t), "dropping stale state tree");
+                db.drop_tree(&t)?;
+            }
+        }
+        let sm = db.open_tree(&name)?;
+        Ok(SledStore {
+            log: db.open_tree("log")?,
+            snap: db.open_tree("snapshot")?,
+            meta,
+            sm: std::sync::RwLock::new(sm),
+            db,
+        })
+    }
+
+    fn sm(&self) -> sled::Tree {
+        self.sm.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Store for SledStore {
+    fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (i, v) in entries {
+            b.insert(&idx(i), v);
+        }
+        self.log.apply_batch(b)?;
+        Ok(())
+    }
+
+    fn read_range(&self, from: u64, to: Option<u64>) -> Result<Vec<(u64, Vec<u8>)>> {
+        let iter = match to {
+            Some(to) if to <= from => return Ok(Vec::new()),
+            Some(to) => self.log.range(idx(from)..idx(to)),
+            None => self.log.range(idx(from)..),
+        };
+        iter.map(|kv| {
+            let (k, v) = kv?;
+            Ok((un_idx(&k)?, v.to_vec()))
+        })
+        .collect()
+    }
+
+    fn last_entry(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        match self.log.last()? {
+            Some((k, v)) => Ok(Some((un_idx(&k)?, v.to_vec()))),
+            None => Ok(None),
+        }
+    }
+
+    fn truncate_from(&self, from: u64) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for k in self.log.range(idx(from)..).keys() {
+            b.remove(k?);
+        }
+        self.log.apply_batch(b)?;
+        Ok(())
+    }
+
+    fn purge_upto(&self, upto: u64) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for k in self.log.range(..=idx(upto)).keys() {
+            b.remove(k?);
+        }
+        self.log.apply_batch(b)?;
+        Ok(())
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(key, value)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        // One sled log backs every tree: this fsyncs all previous writes.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn sm_load(&self) -> Result<(Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)> {
+        let sm = self.sm();
+        let applied = sm.get(APPLIED)?.map(|v| v.to_vec());
+        let records = sm
+            .iter()
+            .filter(|kv| !matches!(kv, Ok((k, _)) if k.as_ref() == APPLIED))
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((applied, records))
+    }
+
+    fn sm_commit(&self, changes: Vec<Change>, applied: &[u8]) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (k, v) in changes {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        b.insert(APPLIED, applied);
+        self.sm().apply_batch(b)?;
+        Ok(())
+    }
+
+    fn sm_replace(&self, records: Vec<(Vec<u8>, Vec<u8>)>, applied: &[u8]) -> Result<()> {
+        let mut guard = self.sm.write().unwrap_or_else(|p| p.into_inner());
+        let old = guard.name().to_vec();
+        let generation: u64 = String::from_utf8_lossy(&old[3..]).parse().unwrap_or(0);
+        let name = format!("sm.{}", generation + 1);
+        // Build the new tree beside the live one, make it durable, then switch the
+        // pointer with one write: a crash leaves either tree complete and named.
+        let _ = self.db.drop_tree(name.as_bytes());
+        let fresh = self.db.open_tree(&name)?;
+        let mut b = sled::Batch::default();
+        for (k, v) in records {
+            b.insert(k, v);
+        }
+        b.insert(APPLIED, applied);
+        fresh.apply_batch(b)?;
+        self.db.flush()?;
+        self.meta.insert(SM_TREE, name.as_bytes())?;
+        self.db.flush()?;
+        *guard = fresh;
+        drop(guard);
+        self.db.drop_tree(&old)?;
+        Ok(())
+    }
+
+    fn snapshot_get(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.snap.get("current")?.map(|v| v.to_vec()))
+    }
+
+    fn snapshot_put(&self, blob: &[u8]) -> Result<()> {
+        self.snap.insert("current", blob)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ranges_truncate_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        s.append((1..=10).map(|i| (i, vec![i as u8])).collect()).unwrap();
+        assert_eq!(s.read_range(3, Some(6)).unwrap().iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 4, 5]);
+        s.truncate_from(8).unwrap();
+        assert_eq!(s.last_entry().unwrap().unwrap().0, 7);
+        s.purge_upto(4).unwrap();
+        assert_eq!(s.read_range(0, None).unwrap().first().unwrap().0, 5);
+    }
+
+    #[test]
+    fn state_commit_replace_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+            s.sm_commit(vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), Some(b"2".to_vec()))], b"5").unwrap();
+            s.sm_commit(vec![(b"a".to_vec(), None)], b"6").unwrap();
+            let (applied, recs) = s.sm_load().unwrap();
+            assert_eq!(applied.as_deref(), Some(&b"6"[..]));
+            assert_eq!(recs, vec![(b"b".to_vec(), b"2".to_vec())]);
+            s.sm_replace(vec![(b"z".to_vec(), b"9".to_vec())], b"42").unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let (applied, recs) = s.sm_load().unwrap();
+        assert_eq!(applied.as_deref(), Some(&b"42"[..]));
+        assert_eq!(recs, vec![(b"z".to_vec(), b"9".to_vec())]);
+        assert_eq!(s.db.tree_names().iter().filter(|t| t.starts_with(b"sm.")).count(), 1);
+    }
+}

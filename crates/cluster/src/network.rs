@@ -1,0 +1,117 @@
+//! openraft's network over tonic: each Raft RPC is one unary call carrying the
+//! serialised openraft message as opaque bytes.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use presenced_proto::raft::RaftBytes;
+use presenced_proto::raft::raft_client::RaftClient;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::AddSecret;
+use crate::{Node, NodeId, TypeConfig};
+
+pub type Client = RaftClient<InterceptedService<Channel, AddSecret>>;
+
+/// A lazily connecting channel to a peer's gRPC address.
+pub fn channel(addr: &str) -> Result<Channel, String> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(ep.connect_lazy())
+}
+
+#[derive(Clone)]
+pub struct Network {
+    pub secret: AddSecret,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        let client = channel(&node.addr).map(|ch| {
+            RaftClient::with_interceptor(ch, self.secret.clone())
+                .max_decoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)
+        });
+        PeerClient { target, client }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    client: Result<Client, String>,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, E>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(&mut self, kind: &'static str, req: &Req, opt: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))),
+        };
+        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftBytes { data });
+        request.set_timeout(opt.hard_ttl());
+        let fut = match kind {
+            "append" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let reply = fut.map_err(|s| {
+            metrics::counter!("presenced_raft_rpc_errors_total", "rpc" => kind).increment(1);
+            if s.code() == tonic::Code::Unauthenticated {
+                tracing::error!(target_node = self.target, "peer refused our cluster secret");
+            }
+            RPCError::Unreachable(Unreachable::new(&s))
+        })?;
+        let r: Result<Resp, E> = serde_json::from_slice(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.call("vote", &rpc, &option).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // Retry an unreachable peer every 200 ms: quick to notice a restarted node.
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}

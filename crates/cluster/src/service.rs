@@ -1,0 +1,83 @@
+//! The gRPC servers a node runs for its peers: the Raft transport and the Cluster
+//! helpers (propose, read index, status, membership) that followers forward to the leader.
+
+use std::sync::Arc;
+
+use presenced_proto::raft::cluster_server::Cluster;
+use presenced_proto::raft::raft_server::Raft as RaftRpc;
+use presenced_proto::raft::{
+    MembershipReply, MembershipRequest, NodeStatusReply, NodeStatusRequest, ProposeReply, ProposeRequest, RaftBytes,
+    ReadIndexReply, ReadIndexRequest, membership_request,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status};
+
+use crate::node::{ClusterNode, Leader, MembershipChange};
+
+pub struct RaftService(pub Arc<ClusterNode>);
+
+fn parse<T: DeserializeOwned>(r: Request<RaftBytes>) -> Result<T, Status> {
+    serde_json::from_slice(&r.into_inner().data).map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
+}
+
+fn reply<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
+    let data = serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftBytes { data }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        reply(&self.0.raft.append_entries(parse(r)?).await)
+    }
+
+    async fn vote(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        reply(&self.0.raft.vote(parse(r)?).await)
+    }
+
+    async fn install_snapshot(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        reply(&self.0.raft.install_snapshot(parse(r)?).await)
+    }
+}
+
+pub struct ClusterService(pub Arc<ClusterNode>);
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn propose(&self, r: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
+        let cmd = serde_json::from_slice(&r.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
+        let (outcome, index) = self.0.propose_as_leader(cmd).await.map_err(Status::from)?;
+        let outcome = serde_json::to_vec(&outcome).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ProposeReply { outcome, log_index: index }))
+    }
+
+    async fn read_index(&self, _r: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+        let index = self.0.read_index_as_leader().await.map_err(Status::from)?;
+        Ok(Response::new(ReadIndexReply { index }))
+    }
+
+    async fn node_status(&self, _r: Request<NodeStatusRequest>) -> Result<Response<NodeStatusReply>, Status> {
+        Ok(Response::new(self.0.local_status()))
+    }
+
+    async fn change_membership(&self, r: Request<MembershipRequest>) -> Result<Response<MembershipReply>, Status> {
+        let change = match r.into_inner().change {
+            Some(membership_request::Change::Add(n)) => MembershipChange::Add(n.id, n.addr),
+            Some(membership_request::Change::Remove(id)) => MembershipChange::Remove(id),
+            None => return Err(Status::invalid_argument("empty membership change")),
+        };
+        let view = self.0.change_membership_as_leader(change).await.map_err(Status::from)?;
+        Ok(Response::new(view.into()))
+    }
+}
+
+impl From<Leader> for Status {
+    fn from(e: Leader) -> Status {
+        match e {
+            Leader::NotLeader(hint) => Status::failed_precondition(format!("{}{hint}", crate::node::NOT_LEADER)),
+            Leader::Err(e) => e.into(),
+        }
+    }
+}
