@@ -1,1 +1,141 @@
-fn main() {}
+//! presenced: one node of a presenced cluster.
+//!
+//! `presenced --config FILE` opens the node's data directory, starts Raft, and serves
+//! the inter-node gRPC port, the admin gRPC port (presencectl) and the HTTP port
+//! (/health, /metrics). Client protocol adapters plug in beside these.
+
+mod config;
+mod http;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use presenced_cluster::ClusterNode;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "presenced", version, about = "A clustered IM and presence server node")]
+struct Args {
+    /// The node's TOML configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Override the config's data_dir (used by scripts/cluster to keep data in its run folder).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (mut cfg, secret) = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("presenced: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if args.check {
+        println!("config {} is valid", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(format!("openraft=warn,{}", cfg.log_level)))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log_format {
+        config::LogFormat::Text => builder.init(),
+        config::LogFormat::Json => builder.json().init(),
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("presenced").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("presenced: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, secret)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("presenced: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("metrics recorder")?;
+    // Bind everything first: a port in use stops the node before it touches Raft.
+    let bind = |name: &'static str, addr| async move {
+        TcpListener::bind(addr).await.with_context(|| format!("listen.{name}: cannot bind {addr}"))
+    };
+    let cluster_l = bind("cluster", cfg.listen.cluster).await?;
+    let admin_l = bind("admin", cfg.listen.admin).await?;
+    let http_l = bind("http", cfg.listen.http).await?;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
+
+    let node = ClusterNode::start(cfg.cluster(secret)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(
+        node = cfg.node_id,
+        domain = %cfg.domain,
+        cluster = %cfg.listen.cluster,
+        admin = %cfg.listen.admin,
+        http = %cfg.listen.http,
+        "presenced started"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let incoming = |l: TcpListener| tokio_stream::wrappers::TcpListenerStream::new(l);
+
+    let grpc = node
+        .grpc()
+        .serve_with_incoming_shutdown(incoming(cluster_l), stopped(stop_rx.clone()));
+    let admin = tonic::transport::Server::builder()
+        .add_service(presenced_admin::server(node.clone()))
+        .serve_with_incoming_shutdown(incoming(admin_l), stopped(stop_rx.clone()));
+    let web = axum::serve(http_l, http::router(node.clone(), metrics)).with_graceful_shutdown(stopped(stop_rx.clone()));
+
+    let servers = tokio::spawn(async move {
+        tokio::select! {
+            r = grpc => r.context("cluster gRPC server"),
+            r = admin => r.context("admin gRPC server"),
+            r = web => r.context("HTTP server"),
+        }
+    });
+    let res = tokio::select! {
+        _ = shutdown_signal() => { tracing::info!("shutting down"); Ok(()) }
+        r = servers => r.context("server task").and_then(|r| r),
+    };
+    let _ = stop_tx.send(true);
+    shutdown(node).await;
+    res
+}
+
+async fn shutdown(node: Arc<ClusterNode>) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), node.shutdown()).await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
