@@ -1,0 +1,336 @@
+//! Harness for end-to-end tests: real `presenced` processes on loopback, driven with the
+//! real `presencectl` binary. Binaries come from the same target directory as the test
+//! executable (`scripts/test` builds them first).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "e2e-test-secret-0123456789";
+pub const DOMAIN: &str = "example.test";
+
+/// target/<profile>/ of the running test binary.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+    for b in ["presenced", "presencectl"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} missing: build the binaries first (`cargo build --bins`, scripts/test does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// Distinct free loopback ports (bound, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): stdout={:?} stderr={:?}", self.stdout, self.stderr))
+    }
+
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "command failed: stdout={} stderr={}", self.stdout, self.stderr);
+        self
+    }
+}
+
+pub struct NodeProc {
+    pub id: u64,
+    pub cluster: u16,
+    pub admin: u16,
+    pub http: u16,
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn admin_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.admin)
+    }
+
+    pub fn cluster_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.cluster)
+    }
+}
+
+/// Options for a test cluster's node configs.
+#[derive(Clone)]
+pub struct Opts {
+    pub snapshot_every: u64,
+    pub keep_logs: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts { snapshot_every: 20_000, keep_logs: 2_000, timeout_ms: 5_000 }
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+    bins: PathBuf,
+}
+
+impl Cluster {
+    /// Start `n` nodes, initialise the cluster on node 1 and add the others as voters.
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, Opts::default())
+    }
+
+    pub fn start_with(n: usize, opts: Opts) -> Cluster {
+        let c = Self::spawn(n, opts);
+        c.ctl(0, &["cluster", "init"]).ok();
+        for i in 1..n {
+            let (id, addr) = (c.nodes[i].id.to_string(), c.nodes[i].cluster_addr());
+            c.ctl(0, &["cluster", "add-node", &id, &addr]).ok();
+        }
+        for i in 0..n {
+            c.wait_healthy(i, Duration::from_secs(30));
+        }
+        c
+    }
+
+    /// Write configs and start `n` node processes without forming a cluster.
+    pub fn spawn(n: usize, opts: Opts) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("presenced-e2e-").tempdir().expect("tempdir");
+        let ports = free_ports(n * 3);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let id = i as u64 + 1;
+            let (cluster, admin, http) = (ports[i * 3], ports[i * 3 + 1], ports[i * 3 + 2]);
+            let xmpp = free_ports(1)[0];
+            let config = dir.path().join(format!("node{id}.toml"));
+            let data = dir.path().join(format!("data{id}"));
+            std::fs::write(
+                &config,
+                format!(
+                    r#"node_id = {id}
+domain = "{DOMAIN}"
+data_dir = "{data}"
+secret = "{SECRET}"
+log_level = "info,presenced_cluster=debug"
+[listen]
+cluster = "127.0.0.1:{cluster}"
+admin = "127.0.0.1:{admin}"
+http = "127.0.0.1:{http}"
+xmpp = "127.0.0.1:{xmpp}"
+[raft]
+heartbeat_ms = 100
+election_min_ms = 600
+election_max_ms = 1200
+snapshot_every = {se}
+keep_logs = {kl}
+timeout_ms = {to}
+cache_mb = 16
+"#,
+                    data = data.display(),
+                    se = opts.snapshot_every,
+                    kl = opts.keep_logs,
+                    to = opts.timeout_ms,
+                ),
+            )
+            .expect("write config");
+            let log = dir.path().join(format!("node{id}.log"));
+            nodes.push(NodeProc { id, cluster, admin, http, config, data, log, child: None });
+        }
+        let mut c = Cluster { dir, nodes, bins: bin_dir() };
+        for i in 0..n {
+            c.start_node(i);
+        }
+        for i in 0..n {
+            c.wait_listening(i);
+        }
+        c
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bins.join(name)
+    }
+
+    /// Start (or restart) node `i` (index into `nodes`).
+    pub fn start_node(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        assert!(n.child.is_none(), "node {} already running", n.id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("log file");
+        let child = Command::new(self.bins.join("presenced"))
+            .arg("--config")
+            .arg(&n.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn presenced");
+        n.child = Some(child);
+    }
+
+    /// kill -9 node `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("reap");
+        }
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    /// Delete node `i`'s data directory (the node must be stopped).
+    pub fn wipe(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none());
+        let _ = std::fs::remove_dir_all(&self.nodes[i].data);
+    }
+
+    pub fn wait_listening(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(self.nodes[i].http, "/health").is_none() {
+            assert!(Instant::now() < deadline, "node {} never listened; log:\n{}", self.nodes[i].id, self.log_tail(i));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_healthy(&self, i: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match http_get(self.nodes[i].http, "/health") {
+                Some((200, _)) => return,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "node {} not healthy: {other:?}; log:\n{}",
+                    self.nodes[i].id,
+                    self.log_tail(i)
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// presencectl against node `i` (with --json prepended when asked by the caller).
+    pub fn ctl(&self, i: usize, args: &[&str]) -> Out {
+        self.ctl_at(&self.nodes[i].admin_addr(), SECRET, args)
+    }
+
+    pub fn ctl_json(&self, i: usize, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        self.ctl(i, &a).ok().json()
+    }
+
+    pub fn ctl_at(&self, addr: &str, secret: &str, args: &[&str]) -> Out {
+        run_ctl(&self.bins, addr, secret, args)
+    }
+
+    /// Index of the node the cluster reports as leader (asked of any live node).
+    pub fn leader(&self) -> Option<usize> {
+        for i in 0..self.nodes.len() {
+            if !self.is_running(i) {
+                continue;
+            }
+            let o = self.ctl(i, &["--json", "cluster", "status"]);
+            if o.code != 0 {
+                continue;
+            }
+            let id = o.json()["leader_id"].as_u64().unwrap_or(0);
+            if let Some(idx) = self.nodes.iter().position(|n| n.id == id) {
+                if self.is_running(idx) {
+                    return Some(idx);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn wait_leader(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader within {within:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn metrics(&self, i: usize) -> String {
+        http_get(self.nodes[i].http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, i: usize) -> String {
+        let s = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        for i in 0..self.nodes.len() {
+            if panicking {
+                eprintln!("----- node {} log (tail) -----\n{}", self.nodes[i].id, self.log_tail(i));
+            }
+            self.kill(i);
+        }
+    }
+}
+
+pub fn run_ctl(bins: &Path, addr: &str, secret: &str, args: &[&str]) -> Out {
+    let o = Command::new(bins.join("presencectl"))
+        .arg("--node")
+        .arg(addr)
+        .arg("--secret")
+        .arg(secret)
+        .args(args)
+        .env_remove("PRESENCECTL_NODE")
+        .env_remove("PRESENCED_SECRET")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run presencectl");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// A minimal HTTP/1.0 GET: (status, body), or None when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// The value of a Prometheus sample line `name{...} value` or `name value` (first match).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
