@@ -11,6 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_with_config(cfg, &["../../proto/raft.proto", "../../proto/admin.proto"], &["../../proto"])?;
+        .compile_with_config(
+            cfg,
+            &["../../proto/raft.proto", "../../proto/admin.proto"],
+            &["../../proto"],
+        )?;
     Ok(())
 }

@@ -16,7 +16,11 @@ pub const DOMAIN: &str = "example.test";
 /// target/<profile>/ of the running test binary.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf();
     for b in ["presenced", "presencectl"] {
         assert!(
             dir.join(b).exists(),
@@ -29,7 +33,9 @@ pub fn bin_dir() -> PathBuf {
 
 /// Distinct free loopback ports (bound, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
     ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
@@ -41,12 +47,20 @@ pub struct Out {
 
 impl Out {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): stdout={:?} stderr={:?}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): stdout={:?} stderr={:?}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "command failed: stdout={} stderr={}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed: stdout={} stderr={}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -82,7 +96,11 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { snapshot_every: 20_000, keep_logs: 2_000, timeout_ms: 5_000 }
+        Opts {
+            snapshot_every: 20_000,
+            keep_logs: 2_000,
+            timeout_ms: 5_000,
+        }
     }
 }
 
@@ -113,7 +131,10 @@ impl Cluster {
 
     /// Write configs and start `n` node processes without forming a cluster.
     pub fn spawn(n: usize, opts: Opts) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("presenced-e2e-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("presenced-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let ports = free_ports(n * 3);
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -152,9 +173,22 @@ cache_mb = 16
             )
             .expect("write config");
             let log = dir.path().join(format!("node{id}.log"));
-            nodes.push(NodeProc { id, cluster, admin, http, config, data, log, child: None });
+            nodes.push(NodeProc {
+                id,
+                cluster,
+                admin,
+                http,
+                config,
+                data,
+                log,
+                child: None,
+            });
         }
-        let mut c = Cluster { dir, nodes, bins: bin_dir() };
+        let mut c = Cluster {
+            dir,
+            nodes,
+            bins: bin_dir(),
+        };
         for i in 0..n {
             c.start_node(i);
         }
@@ -172,7 +206,11 @@ cache_mb = 16
     pub fn start_node(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         assert!(n.child.is_none(), "node {} already running", n.id);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("log file");
         let child = Command::new(self.bins.join("presenced"))
             .arg("--config")
             .arg(&n.config)
@@ -205,7 +243,12 @@ cache_mb = 16
     pub fn wait_listening(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(self.nodes[i].http, "/health").is_none() {
-            assert!(Instant::now() < deadline, "node {} never listened; log:\n{}", self.nodes[i].id, self.log_tail(i));
+            assert!(
+                Instant::now() < deadline,
+                "node {} never listened; log:\n{}",
+                self.nodes[i].id,
+                self.log_tail(i)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -273,7 +316,9 @@ cache_mb = 16
     }
 
     pub fn metrics(&self, i: usize) -> String {
-        http_get(self.nodes[i].http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(self.nodes[i].http, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     pub fn log_tail(&self, i: usize) -> String {
@@ -288,7 +333,11 @@ impl Drop for Cluster {
         let panicking = std::thread::panicking();
         for i in 0..self.nodes.len() {
             if panicking {
-                eprintln!("----- node {} log (tail) -----\n{}", self.nodes[i].id, self.log_tail(i));
+                eprintln!(
+                    "----- node {} log (tail) -----\n{}",
+                    self.nodes[i].id,
+                    self.log_tail(i)
+                );
             }
             self.kill(i);
         }
@@ -316,13 +365,20 @@ pub fn run_ctl(bins: &Path, addr: &str, secret: &str, args: &[&str]) -> Out {
 
 /// A minimal HTTP/1.0 GET: (status, body), or None when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_millis(500)).ok()?;
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().ok()?,
+        Duration::from_millis(500),
+    )
+    .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 

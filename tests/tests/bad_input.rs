@@ -7,31 +7,66 @@ use presenced_e2e::{Cluster, Opts, SECRET, bin_dir, free_ports};
 
 #[test]
 fn cli_errors_have_messages_and_exit_codes() {
-    let mut c = Cluster::start_with(3, Opts { timeout_ms: 2_000, ..Opts::default() });
+    let mut c = Cluster::start_with(
+        3,
+        Opts {
+            timeout_ms: 2_000,
+            ..Opts::default()
+        },
+    );
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["settings", "set", "no_such_setting", "1"], 2, "unknown setting"),
-        (&["settings", "set", "max_watchers", "lots"], 2, "not a number"),
+        (
+            &["settings", "set", "no_such_setting", "1"],
+            2,
+            "unknown setting",
+        ),
+        (
+            &["settings", "set", "max_watchers", "lots"],
+            2,
+            "not a number",
+        ),
         (&["settings", "set", "im_enabled", "maybe"], 2, "on/off"),
         (&["settings", "reset", "nope"], 2, "unknown setting"),
         (&["user", "remove", "ghost"], 3, "unknown user ghost"),
         (&["roster", "show", "ghost"], 3, "unknown user ghost"),
         (&["roster", "add", "ghost", "bob"], 3, "unknown user ghost"),
         (&["user", "add", "bad name"], 2, "user name"),
-        (&["user", "policy", "ghost", "availability_sharing", "on"], 3, "unknown user"),
+        (
+            &["user", "policy", "ghost", "availability_sharing", "on"],
+            3,
+            "unknown user",
+        ),
         (&["cluster", "init"], 4, "already initialised"),
         (&["cluster", "remove-node", "42"], 3, "not a member"),
     ];
     for (args, code, msg) in cases {
         let o = c.ctl(1, args);
-        assert_eq!(o.code, *code, "{args:?}: stdout={} stderr={}", o.stdout, o.stderr);
-        assert!(o.stderr.contains(msg), "{args:?}: {:?} lacks {msg:?}", o.stderr);
-        assert_eq!(o.stderr.trim().lines().count(), 1, "{args:?}: not one line: {:?}", o.stderr);
+        assert_eq!(
+            o.code, *code,
+            "{args:?}: stdout={} stderr={}",
+            o.stdout, o.stderr
+        );
+        assert!(
+            o.stderr.contains(msg),
+            "{args:?}: {:?} lacks {msg:?}",
+            o.stderr
+        );
+        assert_eq!(
+            o.stderr.trim().lines().count(),
+            1,
+            "{args:?}: not one line: {:?}",
+            o.stderr
+        );
     }
-    c.ctl(0, &["user", "add", "eve", "--password", "pw-eve-1"]).ok();
+    c.ctl(0, &["user", "add", "eve", "--password", "pw-eve-1"])
+        .ok();
     let o = c.ctl(2, &["user", "add", "Eve", "--password", "x"]);
     assert_eq!(o.code, 4, "{}", o.stderr);
     assert!(o.stderr.contains("already exists"), "{}", o.stderr);
-    let o = c.ctl(0, &["user", "policy", "eve", "availability_sharing", "sometimes"]);
+    let o = c.ctl(
+        0,
+        &["user", "policy", "eve", "availability_sharing", "sometimes"],
+    );
     assert_eq!(o.code, 2, "{}", o.stderr);
     let o = c.ctl(0, &["user", "policy", "eve", "colour", "on"]);
     assert_eq!(o.code, 2, "{}", o.stderr);
@@ -42,7 +77,11 @@ fn cli_errors_have_messages_and_exit_codes() {
     assert_eq!(o.json()["exit"], 3);
 
     // wrong secret
-    let o = c.ctl_at(&c.nodes[0].admin_addr(), "not-the-secret-at-all", &["settings", "show"]);
+    let o = c.ctl_at(
+        &c.nodes[0].admin_addr(),
+        "not-the-secret-at-all",
+        &["settings", "show"],
+    );
     assert_eq!(o.code, 6, "{}", o.stderr);
     assert!(o.stderr.contains("secret"), "{}", o.stderr);
 
@@ -60,21 +99,34 @@ fn cli_errors_have_messages_and_exit_codes() {
             c.kill(i);
         }
     }
-    let o = c.ctl(survivor, &["--timeout", "20", "settings", "set", "im_enabled", "off"]);
+    let o = c.ctl(
+        survivor,
+        &["--timeout", "20", "settings", "set", "im_enabled", "off"],
+    );
     assert_eq!(o.code, 5, "stdout={} stderr={}", o.stdout, o.stderr);
     assert!(o.stderr.contains("quorum"), "{}", o.stderr);
     let o = c.ctl(survivor, &["--timeout", "20", "settings", "show"]);
     assert_eq!(o.code, 5, "linearizable read without quorum: {}", o.stderr);
     // and troubleshoot reports the dead nodes
-    let t = c.ctl(survivor, &["--json", "--timeout", "20", "troubleshoot"]).json();
-    let downs = t["findings"].as_array().unwrap().iter().filter(|f| f["problem"] == "node_down").count();
+    let t = c
+        .ctl(survivor, &["--json", "--timeout", "20", "troubleshoot"])
+        .json();
+    let downs = t["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["problem"] == "node_down")
+        .count();
     assert_eq!(downs, 2, "{t}");
 }
 
 #[test]
 fn calls_without_the_cluster_secret_are_refused() {
     let c = Cluster::start(1);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         use presenced_proto::raft::NodeStatusRequest;
         use presenced_proto::raft::cluster_client::ClusterClient;
@@ -84,16 +136,26 @@ fn calls_without_the_cluster_secret_are_refused() {
         let e = cl.node_status(NodeStatusRequest {}).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         // a wrong secret
-        let ch = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+        let ch = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut cl = ClusterClient::with_interceptor(ch, |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert(presenced_proto::SECRET_HEADER, "wrong-secret-value".parse().unwrap());
+            r.metadata_mut().insert(
+                presenced_proto::SECRET_HEADER,
+                "wrong-secret-value".parse().unwrap(),
+            );
             Ok(r)
         });
         let e = cl.node_status(NodeStatusRequest {}).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
     });
     let m = c.metrics(0);
-    assert!(presenced_e2e::metric(&m, "presenced_rpc_unauthenticated_total").unwrap_or(0.0) >= 2.0, "{m}");
+    assert!(
+        presenced_e2e::metric(&m, "presenced_rpc_unauthenticated_total").unwrap_or(0.0) >= 2.0,
+        "{m}"
+    );
 }
 
 #[test]
@@ -103,7 +165,10 @@ fn a_bad_config_does_not_start_the_node() {
         "node_id = 1\ndomain = \"example.test\"\ndata_dir = \"d\"\nsecret = \"{SECRET}\"\n[listen]\ncluster = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\nhttp = \"127.0.0.1:3\"\n"
     );
     let cases = [
-        (good.replace("node_id = 1", "node_id = 1\ncolour = \"blue\""), "colour"),
+        (
+            good.replace("node_id = 1", "node_id = 1\ncolour = \"blue\""),
+            "colour",
+        ),
         (good.replace("\"127.0.0.1:3\"", "\"somewhere\""), "http"),
         (good.replace(SECRET, "short"), "secret"),
         (good.replace("node_id = 1\n", ""), "node_id"),
@@ -111,12 +176,23 @@ fn a_bad_config_does_not_start_the_node() {
     for (text, key) in cases {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, &text).unwrap();
-        let o = Command::new(bin_dir().join("presenced")).arg("--config").arg(&p).output().unwrap();
+        let o = Command::new(bin_dir().join("presenced"))
+            .arg("--config")
+            .arg(&p)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{text}: {err}");
         assert!(err.contains(key), "error {err:?} does not name {key}");
-        assert!(!dir.path().join("d").exists(), "a bad config touched the data dir");
+        assert!(
+            !dir.path().join("d").exists(),
+            "a bad config touched the data dir"
+        );
     }
-    let o = Command::new(bin_dir().join("presenced")).arg("--config").arg(dir.path().join("missing.toml")).output().unwrap();
+    let o = Command::new(bin_dir().join("presenced"))
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }

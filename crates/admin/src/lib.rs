@@ -11,7 +11,8 @@ use std::sync::Arc;
 use presenced_cluster::{ClusterError, ClusterNode, MembershipChange, MembershipView};
 use presenced_model::settings::{self, Value};
 use presenced_model::{
-    Command, Credentials, NewContact, Outcome, Override, PolicyKey, Refusal, RefusalClass, Reply, State, credentials, names,
+    Command, Credentials, NewContact, Outcome, Override, PolicyKey, Refusal, RefusalClass, Reply,
+    State, credentials, names,
 };
 use presenced_proto::admin::admin_server::{Admin, AdminServer};
 use presenced_proto::admin::*;
@@ -27,7 +28,9 @@ pub struct AdminService {
 }
 
 /// The admin gRPC service, guarded by the cluster secret.
-pub fn server(node: Arc<ClusterNode>) -> InterceptedService<AdminServer<AdminService>, presenced_cluster::auth::CheckSecret> {
+pub fn server(
+    node: Arc<ClusterNode>,
+) -> InterceptedService<AdminServer<AdminService>, presenced_cluster::auth::CheckSecret> {
     let check = node.secret_check();
     InterceptedService::new(AdminServer::new(AdminService { node }), check)
 }
@@ -47,13 +50,18 @@ fn cluster(e: ClusterError) -> Status {
 }
 
 /// Run one admin call in its own span, counting it by outcome.
-async fn traced<T>(rpc: &'static str, f: impl Future<Output = Result<T, Status>>) -> Result<Response<T>, Status> {
+async fn traced<T>(
+    rpc: &'static str,
+    f: impl Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
     let span = tracing::info_span!("admin", rpc);
     let res = f.instrument(span.clone()).await;
     let code = match &res {
         Ok(_) => "ok".to_string(),
         Err(s) => {
-            span.in_scope(|| tracing::info!(code = ?s.code(), msg = s.message(), "admin call failed"));
+            span.in_scope(
+                || tracing::info!(code = ?s.code(), msg = s.message(), "admin call failed"),
+            );
             format!("{:?}", s.code())
         }
     };
@@ -62,7 +70,9 @@ async fn traced<T>(rpc: &'static str, f: impl Future<Output = Result<T, Status>>
 }
 
 fn setting_msg(def: &settings::SettingDef, value: Value) -> Setting {
-    let default = presenced_model::Settings::default().get(def.key).expect("known key");
+    let default = presenced_model::Settings::default()
+        .get(def.key)
+        .expect("known key");
     Setting {
         key: def.key.to_string(),
         value: value.to_string(),
@@ -106,10 +116,16 @@ impl AdminService {
         if password.len() > 1024 {
             return Err(Status::invalid_argument("password longer than 1024 bytes"));
         }
-        let (u, d, p) = (user.to_string(), self.domain().to_string(), password.to_string());
-        tokio::task::spawn_blocking(move || Credentials::derive(&u, &d, &p, credentials::DEFAULT_ITERATIONS))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))
+        let (u, d, p) = (
+            user.to_string(),
+            self.domain().to_string(),
+            password.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            Credentials::derive(&u, &d, &p, credentials::DEFAULT_ITERATIONS)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))
     }
 
     async fn status(&self) -> StatusReply {
@@ -119,18 +135,30 @@ impl AdminService {
             .voters
             .iter()
             .map(|(id, a)| (*id, a.clone(), "voter"))
-            .chain(view.learners.iter().map(|(id, a)| (*id, a.clone(), "learner")))
+            .chain(
+                view.learners
+                    .iter()
+                    .map(|(id, a)| (*id, a.clone(), "learner")),
+            )
             .collect();
         let answers = futures_join(members.iter().map(|(id, addr, _)| {
             let node = self.node.clone();
             let (id, addr) = (*id, addr.clone());
-            async move { if id == node.id { Ok(node.local_status()) } else { node.peer_status(&addr).await } }
+            async move {
+                if id == node.id {
+                    Ok(node.local_status())
+                } else {
+                    node.peer_status(&addr).await
+                }
+            }
         }))
         .await;
         let leader_last = members
             .iter()
             .zip(&answers)
-            .find_map(|((id, _, _), a)| (Some(*id) == m.current_leader).then(|| a.as_ref().ok().map(|s| s.last_log_index)))
+            .find_map(|((id, _, _), a)| {
+                (Some(*id) == m.current_leader).then(|| a.as_ref().ok().map(|s| s.last_log_index))
+            })
             .flatten();
         let nodes = members
             .into_iter()
@@ -162,7 +190,9 @@ impl AdminService {
             leader_id: m.current_leader.unwrap_or(0),
             term: m.current_term,
             commit_index: self.node.committed_index(),
-            domain: self.node.read(|s| s.domain().unwrap_or_default().to_string()),
+            domain: self
+                .node
+                .read(|s| s.domain().unwrap_or_default().to_string()),
             nodes,
             answered_by: self.node.id,
         }
@@ -183,8 +213,15 @@ where
 }
 
 fn membership_reply(v: MembershipView) -> MembershipReply {
-    let conv = |m: std::collections::BTreeMap<u64, String>| m.into_iter().map(|(id, addr)| NodeRequest { id, addr }).collect();
-    MembershipReply { voters: conv(v.voters), learners: conv(v.learners) }
+    let conv = |m: std::collections::BTreeMap<u64, String>| {
+        m.into_iter()
+            .map(|(id, addr)| NodeRequest { id, addr })
+            .collect()
+    };
+    MembershipReply {
+        voters: conv(v.voters),
+        learners: conv(v.learners),
+    }
 }
 
 #[tonic::async_trait]
@@ -192,7 +229,10 @@ impl Admin for AdminService {
     async fn cluster_init(&self, _r: Request<Empty>) -> Result<Response<InitReply>, Status> {
         traced("cluster_init", async {
             let leader = self.node.init().await.map_err(cluster)?;
-            Ok(InitReply { leader_id: leader, domain: self.domain().to_string() })
+            Ok(InitReply {
+                leader_id: leader,
+                domain: self.domain().to_string(),
+            })
         })
         .await
     }
@@ -204,16 +244,27 @@ impl Admin for AdminService {
     async fn add_node(&self, r: Request<NodeRequest>) -> Result<Response<MembershipReply>, Status> {
         let n = r.into_inner();
         traced("add_node", async {
-            let v = self.node.change_membership(MembershipChange::Add(n.id, n.addr)).await.map_err(cluster)?;
+            let v = self
+                .node
+                .change_membership(MembershipChange::Add(n.id, n.addr))
+                .await
+                .map_err(cluster)?;
             Ok(membership_reply(v))
         })
         .await
     }
 
-    async fn remove_node(&self, r: Request<NodeRequest>) -> Result<Response<MembershipReply>, Status> {
+    async fn remove_node(
+        &self,
+        r: Request<NodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
         let n = r.into_inner();
         traced("remove_node", async {
-            let v = self.node.change_membership(MembershipChange::Remove(n.id)).await.map_err(cluster)?;
+            let v = self
+                .node
+                .change_membership(MembershipChange::Remove(n.id))
+                .await
+                .map_err(cluster)?;
             Ok(membership_reply(v))
         })
         .await
@@ -221,20 +272,39 @@ impl Admin for AdminService {
 
     async fn settings_show(&self, _r: Request<Empty>) -> Result<Response<SettingsReply>, Status> {
         traced("settings_show", async {
-            let entries = self.node.linearizable(|s| s.settings().entries()).await.map_err(cluster)?;
-            Ok(SettingsReply { settings: entries.into_iter().map(|(d, v, _)| setting_msg(d, v)).collect() })
+            let entries = self
+                .node
+                .linearizable(|s| s.settings().entries())
+                .await
+                .map_err(cluster)?;
+            Ok(SettingsReply {
+                settings: entries
+                    .into_iter()
+                    .map(|(d, v, _)| setting_msg(d, v))
+                    .collect(),
+            })
         })
         .await
     }
 
-    async fn settings_set(&self, r: Request<SetSettingRequest>) -> Result<Response<Setting>, Status> {
+    async fn settings_set(
+        &self,
+        r: Request<SetSettingRequest>,
+    ) -> Result<Response<Setting>, Status> {
         let SetSettingRequest { key, value } = r.into_inner();
         traced("settings_set", async {
             // Validate here for a quick answer; apply validates again deterministically.
             let def = settings::resolve_key(&key).map_err(refusal)?;
             settings::parse_value(def, &value).map_err(refusal)?;
-            self.apply(Command::SetSetting { key: def.key.into(), value }).await?;
-            let v = self.node.read(|s| s.settings().get(def.key)).expect("known key");
+            self.apply(Command::SetSetting {
+                key: def.key.into(),
+                value,
+            })
+            .await?;
+            let v = self
+                .node
+                .read(|s| s.settings().get(def.key))
+                .expect("known key");
             Ok(setting_msg(def, v))
         })
         .await
@@ -244,8 +314,14 @@ impl Admin for AdminService {
         let key = r.into_inner().key;
         traced("settings_reset", async {
             let def = settings::resolve_key(&key).map_err(refusal)?;
-            self.apply(Command::ResetSetting { key: def.key.into() }).await?;
-            let v = self.node.read(|s| s.settings().get(def.key)).expect("known key");
+            self.apply(Command::ResetSetting {
+                key: def.key.into(),
+            })
+            .await?;
+            let v = self
+                .node
+                .read(|s| s.settings().get(def.key))
+                .expect("known key");
             Ok(setting_msg(def, v))
         })
         .await
@@ -262,8 +338,15 @@ impl Admin for AdminService {
                 (password, String::new())
             };
             let credentials = self.credentials(&user, &password).await?;
-            self.apply(Command::CreateAccount { user: user.clone(), credentials }).await?;
-            Ok(UserAddReply { name: user, generated_password: generated })
+            self.apply(Command::CreateAccount {
+                user: user.clone(),
+                credentials,
+            })
+            .await?;
+            Ok(UserAddReply {
+                name: user,
+                generated_password: generated,
+            })
         })
         .await
     }
@@ -301,7 +384,8 @@ impl Admin for AdminService {
                 return Err(refusal(Refusal::UnknownUser(user)));
             }
             let credentials = self.credentials(&user, &password).await?;
-            self.apply(Command::SetCredentials { user, credentials }).await?;
+            self.apply(Command::SetCredentials { user, credentials })
+                .await?;
             Ok(Empty {})
         })
         .await
@@ -313,7 +397,12 @@ impl Admin for AdminService {
             let user = self.user_name(&name)?;
             let key = PolicyKey::parse(&key).map_err(refusal)?;
             let value = Override::parse(&value).map_err(refusal)?;
-            self.apply(Command::SetPolicy { user: user.clone(), key, value }).await?;
+            self.apply(Command::SetPolicy {
+                user: user.clone(),
+                key,
+                value,
+            })
+            .await?;
             self.node
                 .read(|s| user_info(s, &user))
                 .ok_or_else(|| refusal(Refusal::UnknownUser(user)))
@@ -352,7 +441,10 @@ impl Admin for AdminService {
         .await
     }
 
-    async fn roster_add(&self, r: Request<RosterAddRequest>) -> Result<Response<RosterAddReply>, Status> {
+    async fn roster_add(
+        &self,
+        r: Request<RosterAddRequest>,
+    ) -> Result<Response<RosterAddReply>, Status> {
         let entries = r.into_inner().entries;
         traced("roster_add", async {
             if entries.len() > 10_000 {
@@ -371,7 +463,11 @@ impl Admin for AdminService {
                         user,
                         contact,
                         name: Some(e.name).filter(|n| !n.is_empty()),
-                        groups: if e.group.is_empty() { vec![] } else { vec![e.group] },
+                        groups: if e.group.is_empty() {
+                            vec![]
+                        } else {
+                            vec![e.group]
+                        },
                     }),
                     Err(r) => refused.push(Refused {
                         user: e.user,
@@ -384,10 +480,18 @@ impl Admin for AdminService {
             let mut added = Vec::new();
             if !valid.is_empty() {
                 match self.apply(Command::AddContacts { entries: valid }).await? {
-                    Reply::Contacts { added: a, refused: r } => {
+                    Reply::Contacts {
+                        added: a,
+                        refused: r,
+                    } => {
                         added = a
                             .into_iter()
-                            .map(|(user, contact)| ContactEntry { user, contact, name: String::new(), group: String::new() })
+                            .map(|(user, contact)| ContactEntry {
+                                user,
+                                contact,
+                                name: String::new(),
+                                group: String::new(),
+                            })
                             .collect();
                         refused.extend(r.into_iter().map(|r| Refused {
                             user: r.user,
@@ -404,7 +508,10 @@ impl Admin for AdminService {
         .await
     }
 
-    async fn roster_remove(&self, r: Request<RosterRemoveRequest>) -> Result<Response<Empty>, Status> {
+    async fn roster_remove(
+        &self,
+        r: Request<RosterRemoveRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let RosterRemoveRequest { user, contact } = r.into_inner();
         traced("roster_remove", async {
             let user = self.user_name(&user)?;
@@ -415,7 +522,10 @@ impl Admin for AdminService {
         .await
     }
 
-    async fn troubleshoot(&self, _r: Request<Empty>) -> Result<Response<TroubleshootReply>, Status> {
+    async fn troubleshoot(
+        &self,
+        _r: Request<Empty>,
+    ) -> Result<Response<TroubleshootReply>, Status> {
         traced("troubleshoot", async {
             let mut findings = Vec::new();
             let status = self.status().await;
@@ -424,7 +534,10 @@ impl Admin for AdminService {
                     severity: "error".into(),
                     subject: "cluster".into(),
                     problem: "no_leader".into(),
-                    detail: format!("node {} knows no leader: writes are refused until a quorum is back", self.node.id),
+                    detail: format!(
+                        "node {} knows no leader: writes are refused until a quorum is back",
+                        self.node.id
+                    ),
                 });
             }
             for n in &status.nodes {
@@ -461,18 +574,31 @@ impl Admin for AdminService {
                 for (u, d) in s.users() {
                     let jid = format!("{u}@{}", s.domain().unwrap_or_default());
                     for (what, count, limit) in [
-                        ("contact_list_limit", d.roster.items.len(), st.max_contact_list_size),
+                        (
+                            "contact_list_limit",
+                            d.roster.items.len(),
+                            st.max_contact_list_size,
+                        ),
                         ("watcher_limit", d.roster.watcher_count(), st.max_watchers),
                     ] {
                         if let presenced_model::Limit::Max(max) = limit {
                             if count >= max as usize {
                                 findings.push(Finding {
-                                    severity: if count > max as usize { "error" } else { "warning" }.into(),
+                                    severity: if count > max as usize {
+                                        "error"
+                                    } else {
+                                        "warning"
+                                    }
+                                    .into(),
                                     subject: jid.clone(),
                                     problem: what.into(),
                                     detail: format!(
                                         "{count} of {max}{}",
-                                        if count > max as usize { " (over the limit, which was lowered)" } else { " (at the limit)" }
+                                        if count > max as usize {
+                                            " (over the limit, which was lowered)"
+                                        } else {
+                                            " (at the limit)"
+                                        }
                                     ),
                                 });
                             }
@@ -484,7 +610,10 @@ impl Admin for AdminService {
                             severity: "warning".into(),
                             subject: jid.clone(),
                             problem: "offline_queue_full".into(),
-                            detail: format!("{} of {cap} offline messages", d.offline.messages.len()),
+                            detail: format!(
+                                "{} of {cap} offline messages",
+                                d.offline.messages.len()
+                            ),
                         });
                     }
                 }

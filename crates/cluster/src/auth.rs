@@ -12,7 +12,10 @@ pub struct AddSecret(MetadataValue<tonic::metadata::Ascii>);
 
 impl AddSecret {
     pub fn new(secret: &str) -> Result<Self, String> {
-        secret.parse().map(AddSecret).map_err(|_| "the cluster secret must be printable ASCII".to_string())
+        secret
+            .parse()
+            .map(AddSecret)
+            .map_err(|_| "the cluster secret must be printable ASCII".to_string())
     }
 }
 
@@ -35,7 +38,11 @@ impl CheckSecret {
 
 impl Interceptor for CheckSecret {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let given = req.metadata().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        let given = req
+            .metadata()
+            .get(SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
         if given.len() == self.0.len() && bool::from(given.ct_eq(&self.0)) {
             Ok(req)
         } else {

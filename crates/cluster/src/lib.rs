@@ -11,7 +11,9 @@ mod node;
 mod service;
 mod store;
 
-pub use node::{ClusterConfig, ClusterError, ClusterNode, MembershipChange, MembershipView, RaftTuning};
+pub use node::{
+    ClusterConfig, ClusterError, ClusterNode, MembershipChange, MembershipView, RaftTuning,
+};
 
 pub type NodeId = u64;
 pub type Node = openraft::BasicNode;

@@ -21,8 +21,8 @@ use presenced_proto::raft::cluster_client::ClusterClient;
 use presenced_proto::raft::cluster_server::ClusterServer;
 use presenced_proto::raft::raft_server::RaftServer;
 use presenced_proto::raft::{
-    MembershipReply, MembershipRequest, NodeAddr, NodeStatusReply, NodeStatusRequest, ProposeRequest, ReadIndexRequest,
-    membership_request,
+    MembershipReply, MembershipRequest, NodeAddr, NodeStatusReply, NodeStatusRequest,
+    ProposeRequest, ReadIndexRequest, membership_request,
 };
 use presenced_storage::{SledStore, Store};
 use tokio::sync::broadcast;
@@ -53,7 +53,13 @@ pub struct RaftTuning {
 
 impl Default for RaftTuning {
     fn default() -> Self {
-        RaftTuning { heartbeat_ms: 150, election_min_ms: 800, election_max_ms: 1600, snapshot_every: 20_000, keep_logs: 2_000 }
+        RaftTuning {
+            heartbeat_ms: 150,
+            election_min_ms: 800,
+            election_max_ms: 1600,
+            snapshot_every: 20_000,
+            keep_logs: 2_000,
+        }
     }
 }
 
@@ -129,15 +135,25 @@ pub struct MembershipView {
 
 impl From<MembershipView> for MembershipReply {
     fn from(v: MembershipView) -> Self {
-        let conv = |m: BTreeMap<NodeId, String>| m.into_iter().map(|(id, addr)| NodeAddr { id, addr }).collect();
-        MembershipReply { voters: conv(v.voters), learners: conv(v.learners) }
+        let conv = |m: BTreeMap<NodeId, String>| {
+            m.into_iter()
+                .map(|(id, addr)| NodeAddr { id, addr })
+                .collect()
+        };
+        MembershipReply {
+            voters: conv(v.voters),
+            learners: conv(v.learners),
+        }
     }
 }
 
 impl From<MembershipReply> for MembershipView {
     fn from(r: MembershipReply) -> Self {
         let conv = |m: Vec<NodeAddr>| m.into_iter().map(|n| (n.id, n.addr)).collect();
-        MembershipView { voters: conv(r.voters), learners: conv(r.learners) }
+        MembershipView {
+            voters: conv(r.voters),
+            learners: conv(r.learners),
+        }
     }
 }
 
@@ -173,7 +189,10 @@ fn not_sent(s: &tonic::Status) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
     while let Some(e) = src {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(io.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+            ) {
                 return true;
             }
         }
@@ -191,14 +210,23 @@ impl ClusterNode {
     /// as its gRPC server (see [`ClusterNode::grpc`]) runs.
     pub async fn start(cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
         let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(&cfg.data_dir, cfg.cache_bytes)
-                .map_err(|e| ClusterError::Internal(format!("cannot open data dir {}: {e}", cfg.data_dir.display())))?,
+            SledStore::open(&cfg.data_dir, cfg.cache_bytes).map_err(|e| {
+                ClusterError::Internal(format!(
+                    "cannot open data dir {}: {e}",
+                    cfg.data_dir.display()
+                ))
+            })?,
         );
         let (events, _) = broadcast::channel(4096);
         let committed = Arc::new(AtomicU64::new(0));
         let applied = Arc::new(AtomicU64::new(0));
         let (sm, state) = StateMachine::open(store.clone(), events.clone(), applied.clone())
-            .map_err(|e| ClusterError::Internal(format!("cannot load state from {}: {e}", cfg.data_dir.display())))?;
+            .map_err(|e| {
+                ClusterError::Internal(format!(
+                    "cannot load state from {}: {e}",
+                    cfg.data_dir.display()
+                ))
+            })?;
         if let Some(d) = state.read().unwrap_or_else(|p| p.into_inner()).domain() {
             if d != cfg.domain {
                 return Err(ClusterError::Invalid(format!(
@@ -225,9 +253,17 @@ impl ClusterNode {
         .validate()
         .map_err(|e| ClusterError::Invalid(format!("raft settings: {e}")))?;
         let secret = AddSecret::new(&cfg.secret).map_err(ClusterError::Invalid)?;
-        let raft = Raft::new(cfg.node_id, Arc::new(config), Network { secret: secret.clone() }, log, sm)
-            .await
-            .map_err(|e| ClusterError::Internal(format!("raft start: {e}")))?;
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(config),
+            Network {
+                secret: secret.clone(),
+            },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ClusterError::Internal(format!("raft start: {e}")))?;
         let node = Arc::new(ClusterNode {
             id: cfg.node_id,
             domain: cfg.domain.clone(),
@@ -252,8 +288,11 @@ impl ClusterNode {
     /// cluster secret.
     pub fn grpc(self: &Arc<Self>) -> tonic::transport::server::Router {
         let raft = RaftServer::with_interceptor(RaftService(self.clone()), self.check.clone());
-        let cluster = ClusterServer::with_interceptor(ClusterService(self.clone()), self.check.clone());
-        tonic::transport::Server::builder().add_service(raft).add_service(cluster)
+        let cluster =
+            ClusterServer::with_interceptor(ClusterService(self.clone()), self.check.clone());
+        tonic::transport::Server::builder()
+            .add_service(raft)
+            .add_service(cluster)
     }
 
     pub fn secret_check(&self) -> CheckSecret {
@@ -298,7 +337,9 @@ impl ClusterNode {
         let applied = self.applied.load(Ordering::Relaxed);
         let committed = self.committed.load(Ordering::Relaxed);
         if applied < committed {
-            return Err(format!("applying: {applied} of {committed} committed entries"));
+            return Err(format!(
+                "applying: {applied} of {committed} committed entries"
+            ));
         }
         if self.read(|s| s.domain().is_none()) {
             return Err(format!("cluster not initialised (leader {leader})"));
@@ -389,7 +430,8 @@ impl ClusterNode {
             Ok(Err(_)) => "refused",
             Err(_) => "error",
         };
-        metrics::counter!("presenced_raft_proposals_total", "op" => op, "result" => result).increment(1);
+        metrics::counter!("presenced_raft_proposals_total", "op" => op, "result" => result)
+            .increment(1);
         metrics::histogram!("presenced_raft_proposal_seconds").record(t.elapsed().as_secs_f64());
         res
     }
@@ -406,19 +448,44 @@ impl ClusterNode {
             if let Some(addr) = self.forward_target().await {
                 let mut c = self.peer(&addr)?;
                 let mut req = tonic::Request::new(ProposeRequest {
-                    command: serde_json::to_vec(&cmd).map_err(|e| ClusterError::Internal(e.to_string()))?,
+                    command: serde_json::to_vec(&cmd)
+                        .map_err(|e| ClusterError::Internal(e.to_string()))?,
                 });
                 req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
                 match c.propose(req).await {
                     Ok(r) => {
-                        return serde_json::from_slice(&r.into_inner().outcome)
-                            .map_err(|e| ClusterError::Internal(format!("bad outcome from leader: {e}")));
+                        let r = r.into_inner();
+                        // Read-your-writes on this node: wait until it applied the entry too.
+                        let wait = remaining(deadline).max(Duration::from_secs(1));
+                        if let Err(e) = self
+                            .raft
+                            .wait(Some(wait))
+                            .applied_index_at_least(Some(r.log_index), "forwarded write")
+                            .await
+                        {
+                            tracing::warn!(
+                                index = r.log_index,
+                                "forwarded write committed but not yet applied here: {e}"
+                            );
+                        }
+                        return serde_json::from_slice(&r.outcome).map_err(|e| {
+                            ClusterError::Internal(format!("bad outcome from leader: {e}"))
+                        });
                     }
-                    Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().starts_with(NOT_LEADER) => {
+                    Err(s)
+                        if s.code() == tonic::Code::FailedPrecondition
+                            && s.message().starts_with(NOT_LEADER) =>
+                    {
                         last = format!("leader at {addr} stepped down");
                     }
                     Err(s) if not_sent(&s) => last = format!("leader at {addr} unreachable"),
-                    Err(s) if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::DeadlineExceeded => {
+                    // A status made up on this side from a broken connection carries its
+                    // cause as source; one sent by the leader never does.
+                    Err(s)
+                        if std::error::Error::source(&s).is_some()
+                            || s.code() == tonic::Code::Unavailable
+                            || s.code() == tonic::Code::DeadlineExceeded =>
+                    {
                         return Err(ClusterError::Unavailable(format!(
                             "the leader at {addr} failed during the write ({}); it may or may not have been applied",
                             s.message()
@@ -444,7 +511,10 @@ impl ClusterNode {
         if leader == self.id {
             return None;
         }
-        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
     }
 
     /// Propose on this node, which must be the leader.
@@ -453,10 +523,18 @@ impl ClusterNode {
         match res {
             Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Leader::NotLeader(self.leader_addr(&f).map(|a| format!("; leader at {a}")).unwrap_or_default()))
+                Err(Leader::NotLeader(
+                    self.leader_addr(&f)
+                        .map(|a| format!("; leader at {a}"))
+                        .unwrap_or_default(),
+                ))
             }
-            Ok(Err(RaftError::APIError(e))) => Err(Leader::Err(ClusterError::Internal(e.to_string()))),
-            Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!("raft stopped: {f}")))),
+            Ok(Err(RaftError::APIError(e))) => {
+                Err(Leader::Err(ClusterError::Internal(e.to_string())))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!(
+                "raft stopped: {f}"
+            )))),
             Err(_) => Err(Leader::Err(ClusterError::Unavailable(format!(
                 "no quorum: write not committed within {:?}; it may still be applied",
                 self.timeout
@@ -486,16 +564,25 @@ impl ClusterNode {
                             .wait(Some(remaining(deadline)))
                             .applied_index_at_least(Some(index), "linearizable read")
                             .await
-                            .map_err(|e| ClusterError::Unavailable(format!("catching up to index {index}: {e}")))?;
+                            .map_err(|e| {
+                                ClusterError::Unavailable(format!(
+                                    "catching up to index {index}: {e}"
+                                ))
+                            })?;
                         return Ok(index);
                     }
-                    Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().starts_with(NOT_LEADER) => {}
+                    Err(s)
+                        if s.code() == tonic::Code::FailedPrecondition
+                            && s.message().starts_with(NOT_LEADER) => {}
                     Err(s) if s.code() == tonic::Code::Unavailable => {}
                     Err(s) => return Err(status_to_error(s)),
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ClusterError::Unavailable(format!("no quorum: no leader confirmed within {:?}", self.timeout)));
+                return Err(ClusterError::Unavailable(format!(
+                    "no quorum: no leader confirmed within {:?}",
+                    self.timeout
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -504,9 +591,15 @@ impl ClusterNode {
     pub(crate) async fn read_index_as_leader(&self) -> Result<u64, Leader> {
         match tokio::time::timeout(self.timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(id)) => Ok(id.map_or(0, |l| l.index)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(Leader::NotLeader(String::new())),
-            Ok(Err(RaftError::APIError(e))) => Err(Leader::Err(ClusterError::Unavailable(format!("no quorum: {e}")))),
-            Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!("raft stopped: {f}")))),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(Leader::NotLeader(String::new()))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(Leader::Err(ClusterError::Unavailable(
+                format!("no quorum: {e}"),
+            ))),
+            Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!(
+                "raft stopped: {f}"
+            )))),
             Err(_) => Err(Leader::Err(ClusterError::Unavailable(format!(
                 "no quorum: leadership not confirmed within {:?}",
                 self.timeout
@@ -518,28 +611,54 @@ impl ClusterNode {
 
     /// Make this node the first member of a new cluster and record the domain.
     pub async fn init(&self) -> Result<NodeId, ClusterError> {
-        let initialized = self.raft.is_initialized().await.map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
         if initialized && self.read(|s| s.domain().is_some()) {
-            let leader = self.metrics().current_leader.map(|l| format!(" (leader: node {l})")).unwrap_or_default();
-            return Err(ClusterError::Conflict(format!("the cluster is already initialised{leader}")));
+            let leader = self
+                .metrics()
+                .current_leader
+                .map(|l| format!(" (leader: node {l})"))
+                .unwrap_or_default();
+            return Err(ClusterError::Conflict(format!(
+                "the cluster is already initialised{leader}"
+            )));
         }
         if !initialized {
-            let members = BTreeMap::from([(self.id, Node { addr: self.advertise.clone() })]);
-            self.raft.initialize(members).await.map_err(|e| ClusterError::Conflict(format!("cannot initialise: {e}")))?;
+            let members = BTreeMap::from([(
+                self.id,
+                Node {
+                    addr: self.advertise.clone(),
+                },
+            )]);
+            self.raft
+                .initialize(members)
+                .await
+                .map_err(|e| ClusterError::Conflict(format!("cannot initialise: {e}")))?;
             self.raft
                 .wait(Some(self.timeout))
                 .state(ServerState::Leader, "init")
                 .await
                 .map_err(|e| ClusterError::Unavailable(format!("no leader after init: {e}")))?;
         }
-        match self.write(Command::Init { domain: self.domain.clone() }).await? {
+        match self
+            .write(Command::Init {
+                domain: self.domain.clone(),
+            })
+            .await?
+        {
             Ok(_) => Ok(self.metrics().current_leader.unwrap_or(self.id)),
             Err(r) => Err(ClusterError::Conflict(r.to_string())),
         }
     }
 
     /// Add or remove a node; forwarded to the leader, one change at a time.
-    pub async fn change_membership(&self, change: MembershipChange) -> Result<MembershipView, ClusterError> {
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<MembershipView, ClusterError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             match self.change_membership_as_leader(change.clone()).await {
@@ -551,41 +670,61 @@ impl ClusterNode {
                 let mut c = self.peer(&addr)?;
                 let req = MembershipRequest {
                     change: Some(match &change {
-                        MembershipChange::Add(id, a) => membership_request::Change::Add(NodeAddr { id: *id, addr: a.clone() }),
+                        MembershipChange::Add(id, a) => membership_request::Change::Add(NodeAddr {
+                            id: *id,
+                            addr: a.clone(),
+                        }),
                         MembershipChange::Remove(id) => membership_request::Change::Remove(*id),
                     }),
                 };
                 match c.change_membership(req).await {
                     Ok(r) => return Ok(r.into_inner().into()),
-                    Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().starts_with(NOT_LEADER) => {}
+                    Err(s)
+                        if s.code() == tonic::Code::FailedPrecondition
+                            && s.message().starts_with(NOT_LEADER) => {}
                     Err(s) if not_sent(&s) => {}
                     Err(s) => return Err(status_to_error(s)),
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ClusterError::Unavailable(format!("no leader answered within {:?}", self.timeout)));
+                return Err(ClusterError::Unavailable(format!(
+                    "no leader answered within {:?}",
+                    self.timeout
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    pub(crate) async fn change_membership_as_leader(&self, change: MembershipChange) -> Result<MembershipView, Leader> {
+    pub(crate) async fn change_membership_as_leader(
+        &self,
+        change: MembershipChange,
+    ) -> Result<MembershipView, Leader> {
         let m = self.metrics();
         if m.current_leader != Some(self.id) {
             return Err(Leader::NotLeader(String::new()));
         }
         let _guard = self.membership_lock.try_lock().map_err(|_| {
-            ClusterError::Conflict("another membership change is in progress; try again when it has finished".into())
+            ClusterError::Conflict(
+                "another membership change is in progress; try again when it has finished".into(),
+            )
         })?;
         let mem = m.membership_config.membership().clone();
         if mem.get_joint_config().len() > 1 {
-            return Err(ClusterError::Conflict("a membership change is still being committed; try again shortly".into()).into());
+            return Err(ClusterError::Conflict(
+                "a membership change is still being committed; try again shortly".into(),
+            )
+            .into());
         }
         let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
         let span = tracing::info_span!("membership_change", change = ?change);
         let fail = |e: RaftError<NodeId, ClientWriteError<NodeId, Node>>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Leader::NotLeader(String::new()),
-            other => Leader::Err(ClusterError::Conflict(format!("membership change failed: {other}"))),
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                Leader::NotLeader(String::new())
+            }
+            other => Leader::Err(ClusterError::Conflict(format!(
+                "membership change failed: {other}"
+            ))),
         };
         async {
             match &change {
@@ -603,16 +742,10 @@ impl ClusterNode {
                         return Err(ClusterError::Conflict(format!("address {addr} already belongs to node {other}")).into());
                     }
                     // Learner first: it catches up (by log or snapshot) before it can vote.
-                    let add = self.raft.add_learner(*id, Node { addr: addr.clone() }, true);
-                    match tokio::time::timeout(Duration::from_secs(60), add).await {
-                        Ok(r) => r.map_err(fail)?,
-                        Err(_) => {
-                            return Err(ClusterError::Unavailable(format!(
-                                "node {id} at {addr} did not catch up within 60s (is it running?); it stays a learner"
-                            ))
-                            .into());
-                        }
-                    };
+                    let resp = self.raft.add_learner(*id, Node { addr: addr.clone() }, false).await.map_err(fail)?;
+                    self.wait_caught_up(*id, resp.log_id.index, Duration::from_secs(60)).await.map_err(|e| {
+                        ClusterError::Unavailable(format!("node {id} at {addr} {e}; it stays a learner (remove-node {id} to drop it)"))
+                    })?;
                     let mut next = voters.clone();
                     next.insert(*id);
                     self.raft.change_membership(next, false).await.map_err(fail)?;
@@ -643,6 +776,35 @@ impl ClusterNode {
         .await
     }
 
+    /// Wait until the leader has replicated at least up to `index` to learner `id`.
+    async fn wait_caught_up(&self, id: NodeId, index: u64, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let mut rx = self.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.current_leader != Some(self.id) {
+                    return Err("could not be caught up: this node lost the leadership".into());
+                }
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten());
+                if matched.is_some_and(|l| l.index >= index) {
+                    return Ok(());
+                }
+            }
+            let left = remaining(deadline);
+            if left.is_zero() {
+                return Err(format!(
+                    "did not catch up within {}s (is it running and using this cluster's secret?)",
+                    within.as_secs()
+                ));
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
+        }
+    }
+
     // ------------------------------------------------------------ metrics
 
     fn spawn_metrics(self: &Arc<Self>) {
@@ -654,12 +816,18 @@ impl ClusterNode {
                 {
                     let m = rx.borrow_and_update().clone();
                     metrics::gauge!("presenced_raft_term").set(m.current_term as f64);
-                    metrics::gauge!("presenced_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
-                    metrics::gauge!("presenced_raft_applied_index").set(node.applied_index() as f64);
-                    metrics::gauge!("presenced_raft_commit_index").set(node.committed_index() as f64);
-                    metrics::gauge!("presenced_raft_is_leader").set(f64::from(u8::from(m.current_leader == Some(node.id))));
-                    metrics::gauge!("presenced_raft_members").set(m.membership_config.membership().nodes().count() as f64);
-                    metrics::gauge!("presenced_storage_bytes").set(node.store.size_on_disk() as f64);
+                    metrics::gauge!("presenced_raft_last_log_index")
+                        .set(m.last_log_index.unwrap_or(0) as f64);
+                    metrics::gauge!("presenced_raft_applied_index")
+                        .set(node.applied_index() as f64);
+                    metrics::gauge!("presenced_raft_commit_index")
+                        .set(node.committed_index() as f64);
+                    metrics::gauge!("presenced_raft_is_leader")
+                        .set(f64::from(u8::from(m.current_leader == Some(node.id))));
+                    metrics::gauge!("presenced_raft_members")
+                        .set(m.membership_config.membership().nodes().count() as f64);
+                    metrics::gauge!("presenced_storage_bytes")
+                        .set(node.store.size_on_disk() as f64);
                     metrics::gauge!("presenced_users").set(node.read(|s| s.user_count()) as f64);
                 }
                 drop(node);
@@ -677,7 +845,9 @@ fn status_to_error(s: tonic::Status) -> ClusterError {
         tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => ClusterError::Conflict(m),
         tonic::Code::NotFound => ClusterError::NotFound(m),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ClusterError::Unavailable(m),
-        tonic::Code::Unauthenticated => ClusterError::Internal(format!("a peer refused this node's cluster secret: {m}")),
+        tonic::Code::Unauthenticated => {
+            ClusterError::Internal(format!("a peer refused this node's cluster secret: {m}"))
+        }
         _ => ClusterError::Internal(m),
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use presenced_proto::raft::cluster_server::Cluster;
 use presenced_proto::raft::raft_server::Raft as RaftRpc;
 use presenced_proto::raft::{
-    MembershipReply, MembershipRequest, NodeStatusReply, NodeStatusRequest, ProposeReply, ProposeRequest, RaftBytes,
-    ReadIndexReply, ReadIndexRequest, membership_request,
+    MembershipReply, MembershipRequest, NodeStatusReply, NodeStatusRequest, ProposeReply,
+    ProposeRequest, RaftBytes, ReadIndexReply, ReadIndexRequest, membership_request,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,7 +18,8 @@ use crate::node::{ClusterNode, Leader, MembershipChange};
 pub struct RaftService(pub Arc<ClusterNode>);
 
 fn parse<T: DeserializeOwned>(r: Request<RaftBytes>) -> Result<T, Status> {
-    serde_json::from_slice(&r.into_inner().data).map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
+    serde_json::from_slice(&r.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
 }
 
 fn reply<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
@@ -50,25 +51,41 @@ impl Cluster for ClusterService {
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
         let (outcome, index) = self.0.propose_as_leader(cmd).await.map_err(Status::from)?;
         let outcome = serde_json::to_vec(&outcome).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(ProposeReply { outcome, log_index: index }))
+        Ok(Response::new(ProposeReply {
+            outcome,
+            log_index: index,
+        }))
     }
 
-    async fn read_index(&self, _r: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+    async fn read_index(
+        &self,
+        _r: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
         let index = self.0.read_index_as_leader().await.map_err(Status::from)?;
         Ok(Response::new(ReadIndexReply { index }))
     }
 
-    async fn node_status(&self, _r: Request<NodeStatusRequest>) -> Result<Response<NodeStatusReply>, Status> {
+    async fn node_status(
+        &self,
+        _r: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusReply>, Status> {
         Ok(Response::new(self.0.local_status()))
     }
 
-    async fn change_membership(&self, r: Request<MembershipRequest>) -> Result<Response<MembershipReply>, Status> {
+    async fn change_membership(
+        &self,
+        r: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
         let change = match r.into_inner().change {
             Some(membership_request::Change::Add(n)) => MembershipChange::Add(n.id, n.addr),
             Some(membership_request::Change::Remove(id)) => MembershipChange::Remove(id),
             None => return Err(Status::invalid_argument("empty membership change")),
         };
-        let view = self.0.change_membership_as_leader(change).await.map_err(Status::from)?;
+        let view = self
+            .0
+            .change_membership_as_leader(change)
+            .await
+            .map_err(Status::from)?;
         Ok(Response::new(view.into()))
     }
 }
@@ -76,7 +93,9 @@ impl Cluster for ClusterService {
 impl From<Leader> for Status {
     fn from(e: Leader) -> Status {
         match e {
-            Leader::NotLeader(hint) => Status::failed_precondition(format!("{}{hint}", crate::node::NOT_LEADER)),
+            Leader::NotLeader(hint) => {
+                Status::failed_precondition(format!("{}{hint}", crate::node::NOT_LEADER))
+            }
             Leader::Err(e) => e.into(),
         }
     }

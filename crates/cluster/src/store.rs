@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership, Vote,
+    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, Vote,
 };
 use presenced_model::{Event, Outcome, Reply, State};
 use presenced_storage::Store;
@@ -34,7 +34,9 @@ fn io<E: std::error::Error + 'static>(e: E) -> std::io::Error {
 
 /// Run a blocking store call off the async worker threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("storage task panicked")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("storage task panicked")
 }
 
 // ------------------------------------------------------------------ log
@@ -59,20 +61,36 @@ impl LogStore {
                     waiting.extend(rx.try_iter());
                     let t = Instant::now();
                     let res = s.flush();
-                    metrics::histogram!("presenced_raft_log_flush_seconds").record(t.elapsed().as_secs_f64());
-                    metrics::histogram!("presenced_raft_log_flush_batch").record(waiting.len() as f64);
+                    metrics::histogram!("presenced_raft_log_flush_seconds")
+                        .record(t.elapsed().as_secs_f64());
+                    metrics::histogram!("presenced_raft_log_flush_batch")
+                        .record(waiting.len() as f64);
                     for cb in waiting {
-                        cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+                        cb.log_io_completed(
+                            res.as_ref()
+                                .map(|_| ())
+                                .map_err(|e| std::io::Error::other(e.to_string())),
+                        );
                     }
                 }
             })
             .expect("spawn flusher thread");
-        LogStore { store, flusher: tx, committed }
+        LogStore {
+            store,
+            flusher: tx,
+            committed,
+        }
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> SResult<Option<T>> {
-        match self.store.get_meta(key).map_err(|e| StorageIOError::read(&io(e)))? {
-            Some(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| StorageIOError::read(&e))?)),
+        match self
+            .store
+            .get_meta(key)
+            .map_err(|e| StorageIOError::read(&io(e)))?
+        {
+            Some(b) => Ok(Some(
+                serde_json::from_slice(&b).map_err(|e| StorageIOError::read(&e))?,
+            )),
             None => Ok(None),
         }
     }
@@ -108,7 +126,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
-        let rows = self.store.read_range(from, to).map_err(|e| StorageIOError::read_logs(&io(e)))?;
+        let rows = self
+            .store
+            .read_range(from, to)
+            .map_err(|e| StorageIOError::read_logs(&io(e)))?;
         rows.iter().map(|(_, b)| decode_entry(b)).collect()
     }
 }
@@ -118,11 +139,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
         let last_purged_log_id: Option<LogId<NodeId>> = self.meta("last_purged")?;
-        let last = match self.store.last_entry().map_err(|e| StorageIOError::read_logs(&io(e)))? {
+        let last = match self
+            .store
+            .last_entry()
+            .map_err(|e| StorageIOError::read_logs(&io(e)))?
+        {
             Some((_, b)) => Some(decode_entry(&b)?.log_id),
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -143,7 +171,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Not flushed: losing it only means re-learning the commit point from the leader.
         let b = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(&e))?;
-        self.store.put_meta("committed", &b).map_err(|e| StorageIOError::write(&io(e)))?;
+        self.store
+            .put_meta("committed", &b)
+            .map_err(|e| StorageIOError::write(&io(e)))?;
         Ok(())
     }
 
@@ -162,9 +192,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let rows = entries
             .into_iter()
-            .map(|e| Ok((e.log_id.index, serde_json::to_vec(&e).map_err(|e| StorageIOError::write_logs(&e))?)))
+            .map(|e| {
+                Ok((
+                    e.log_id.index,
+                    serde_json::to_vec(&e).map_err(|e| StorageIOError::write_logs(&e))?,
+                ))
+            })
             .collect::<SResult<Vec<_>>>()?;
-        self.store.append(rows).map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        self.store
+            .append(rows)
+            .map_err(|e| StorageIOError::write_logs(&io(e)))?;
         // Acknowledged to openraft only once fsync'ed, by the flusher thread.
         if let Err(std::sync::mpsc::SendError(cb)) = self.flusher.send(callback) {
             cb.log_io_completed(Err(std::io::Error::other("log flusher stopped")));
@@ -185,7 +222,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         // Record the purge point durably first, then delete.
         self.put_meta_durably("last_purged", &log_id).await?;
-        self.store.purge_upto(log_id.index).map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        self.store
+            .purge_upto(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(&io(e)))?;
         Ok(())
     }
 }
@@ -220,9 +259,20 @@ impl StateMachine {
             Some(b) => serde_json::from_slice(&b).map_err(|e| format!("applied marker: {e}"))?,
             None => Applied::default(),
         };
-        let state = Arc::new(RwLock::new(State::load(records).map_err(|e| e.to_string())?));
+        let state = Arc::new(RwLock::new(
+            State::load(records).map_err(|e| e.to_string())?,
+        ));
         applied_index.store(applied.log_id.map_or(0, |l| l.index), Ordering::Relaxed);
-        Ok((StateMachine { store, state: state.clone(), applied, events, applied_index }, state))
+        Ok((
+            StateMachine {
+                store,
+                state: state.clone(),
+                applied,
+                events,
+                applied_index,
+            },
+            state,
+        ))
     }
 
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
@@ -269,7 +319,8 @@ fn decode_snapshot(b: &[u8]) -> Result<(SnapshotMeta<NodeId, Node>, Records), St
         return Err("not a presenced snapshot".into());
     }
     let n = len(&mut b)?;
-    let meta = serde_json::from_slice(take(&mut b, n)?).map_err(|e| format!("snapshot header: {e}"))?;
+    let meta =
+        serde_json::from_slice(take(&mut b, n)?).map_err(|e| format!("snapshot header: {e}"))?;
     let mut records = Vec::new();
     while !b.is_empty() {
         let kn = len(&mut b)?;
@@ -309,14 +360,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &io(e)))?;
         metrics::counter!("presenced_raft_snapshots_built_total").increment(1);
         tracing::info!(id = %meta.snapshot_id, bytes = blob.len(), ms = t.elapsed().as_millis() as u64, "snapshot built");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(blob)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(blob)),
+        })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
+    async fn applied_state(
+        &mut self,
+    ) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
         Ok((self.applied.log_id, self.applied.membership.clone()))
     }
 
@@ -336,7 +392,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match ent.payload {
                     EntryPayload::Blank => replies.push(Ok(Reply::Done)),
                     EntryPayload::Normal(cmd) => {
-                        let span = tracing::debug_span!("apply", index = ent.log_id.index, op = cmd.name());
+                        let span = tracing::debug_span!(
+                            "apply",
+                            index = ent.log_id.index,
+                            op = cmd.name()
+                        );
                         let _g = span.enter();
                         let (out, ev) = state.apply(&cmd);
                         if let Err(r) = &out {
@@ -353,13 +413,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             state.take_changes()
         };
-        let marker = serde_json::to_vec(&self.applied).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        let marker = serde_json::to_vec(&self.applied)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
         let last = self.applied.log_id;
-        self.store.sm_commit(changes, &marker).map_err(|e| match last {
-            Some(l) => StorageIOError::apply(l, &io(e)),
-            None => StorageIOError::write_state_machine(&io(e)),
-        })?;
-        self.applied_index.store(last.map_or(0, |l| l.index), Ordering::Relaxed);
+        self.store
+            .sm_commit(changes, &marker)
+            .map_err(|e| match last {
+                Some(l) => StorageIOError::apply(l, &io(e)),
+                None => StorageIOError::write_state_machine(&io(e)),
+            })?;
+        self.applied_index
+            .store(last.map_or(0, |l| l.index), Ordering::Relaxed);
         metrics::histogram!("presenced_raft_apply_seconds").record(t.elapsed().as_secs_f64());
         metrics::counter!("presenced_raft_applied_entries_total").increment(replies.len() as u64);
         for e in events {
@@ -370,8 +434,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let records = self.state.read().unwrap_or_else(|p| p.into_inner()).records();
-        SnapshotBuilder { store: self.store.clone(), applied: self.applied.clone(), records }
+        let records = self
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .records();
+        SnapshotBuilder {
+            store: self.store.clone(),
+            applied: self.applied.clone(),
+            records,
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
@@ -385,10 +457,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> SResult<()> {
         let sig = Some(meta.signature());
         let blob = snapshot.into_inner();
-        let (_, records) = decode_snapshot(&blob).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &io(std::io::Error::other(e))))?;
-        let fresh = State::load(records.clone()).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
-        let applied = Applied { log_id: meta.last_log_id, membership: meta.last_membership.clone() };
-        let marker = serde_json::to_vec(&applied).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        let (_, records) = decode_snapshot(&blob).map_err(|e| {
+            StorageIOError::read_snapshot(sig.clone(), &io(std::io::Error::other(e)))
+        })?;
+        let fresh = State::load(records.clone())
+            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let applied = Applied {
+            log_id: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let marker = serde_json::to_vec(&applied)
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let s = self.store.clone();
         blocking(move || {
             s.sm_replace(records, &marker)?;
@@ -398,7 +477,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| StorageIOError::write_snapshot(sig, &io(e)))?;
         *self.write_state() = fresh;
         self.applied = applied;
-        self.applied_index.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Relaxed);
+        self.applied_index
+            .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Relaxed);
         metrics::counter!("presenced_raft_snapshots_installed_total").increment(1);
         tracing::info!(id = %meta.snapshot_id, "snapshot installed");
         let _ = self.events.send(Event::StateReplaced);
@@ -406,11 +486,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
-        let Some(blob) = self.store.snapshot_get().map_err(|e| StorageIOError::read_snapshot(None, &io(e)))? else {
+        let Some(blob) = self
+            .store
+            .snapshot_get()
+            .map_err(|e| StorageIOError::read_snapshot(None, &io(e)))?
+        else {
             return Ok(None);
         };
-        let (meta, _) = decode_snapshot(&blob).map_err(|e| StorageIOError::read_snapshot(None, &io(std::io::Error::other(e))))?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(blob)) }))
+        let (meta, _) = decode_snapshot(&blob)
+            .map_err(|e| StorageIOError::read_snapshot(None, &io(std::io::Error::other(e))))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(blob)),
+        }))
     }
 }
 
@@ -420,7 +508,11 @@ mod tests {
 
     #[test]
     fn snapshot_codec_round_trips_and_rejects_garbage() {
-        let meta = SnapshotMeta::<NodeId, Node> { last_log_id: None, last_membership: Default::default(), snapshot_id: "x".into() };
+        let meta = SnapshotMeta::<NodeId, Node> {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "x".into(),
+        };
         let recs = vec![(b"a".to_vec(), b"1".to_vec()), (b"bb".to_vec(), vec![])];
         let blob = encode_snapshot(&meta, &recs);
         let (m, r) = decode_snapshot(&blob).unwrap();

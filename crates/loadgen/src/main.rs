@@ -74,29 +74,61 @@ async fn connect(addr: &str, secret: &Secret) -> anyhow::Result<Client> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
-        Cmd::Raft { nodes, secret, writers, seconds, first_only, json } => {
+        Cmd::Raft {
+            nodes,
+            secret,
+            writers,
+            seconds,
+            first_only,
+            json,
+        } => {
             let secret = Secret(secret.parse().context("secret must be ASCII")?);
-            let mut addrs: Vec<String> = nodes.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let mut addrs: Vec<String> = nodes
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
             if first_only {
                 addrs.truncate(1);
             }
-            let levels: Vec<usize> = writers.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
+            let levels: Vec<usize> = writers
+                .split(',')
+                .map(|s| s.trim().parse())
+                .collect::<Result<_, _>>()?;
             raft_bench(&addrs, &secret, &levels, Duration::from_secs(seconds), json).await
         }
     }
 }
 
-async fn raft_bench(addrs: &[String], secret: &Secret, levels: &[usize], dur: Duration, json: bool) -> anyhow::Result<()> {
+async fn raft_bench(
+    addrs: &[String],
+    secret: &Secret,
+    levels: &[usize],
+    dur: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut admin = connect(&addrs[0], secret).await?;
     admin
-        .settings_set(SetSettingRequest { key: "max_contact_list_size".into(), value: "unlimited".into() })
+        .settings_set(SetSettingRequest {
+            key: "max_contact_list_size".into(),
+            value: "unlimited".into(),
+        })
         .await
         .context("setting max_contact_list_size")?;
     let max = levels.iter().copied().max().unwrap_or(1);
     for w in 0..max {
-        let r = admin.user_add(UserAddRequest { name: format!("lg{w}"), password: "loadgen-pw".into() }).await;
+        let r = admin
+            .user_add(UserAddRequest {
+                name: format!("lg{w}"),
+                password: "loadgen-pw".into(),
+            })
+            .await;
         if let Err(s) = r {
-            anyhow::ensure!(s.code() == tonic::Code::AlreadyExists, "creating lg{w}: {}", s.message());
+            anyhow::ensure!(
+                s.code() == tonic::Code::AlreadyExists,
+                "creating lg{w}: {}",
+                s.message()
+            );
         }
     }
     // One channel per node, shared by the writers using it (HTTP/2 multiplexes).
@@ -104,7 +136,9 @@ async fn raft_bench(addrs: &[String], secret: &Secret, levels: &[usize], dur: Du
     for a in addrs {
         clients.push(connect(a, secret).await?);
     }
-    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
     println!("| writers | writes/s | p50 ms | p99 ms | p999 ms | errors |");
     println!("|--------:|---------:|-------:|-------:|--------:|-------:|");
     for &n in levels {
@@ -117,7 +151,8 @@ async fn raft_bench(addrs: &[String], secret: &Secret, levels: &[usize], dur: Du
             let mut c = clients[w % clients.len()].clone();
             let (seq, errors) = (seq.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
-                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+                let mut h =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
                 while Instant::now() < deadline {
                     let i = seq.fetch_add(1, Ordering::Relaxed);
                     let req = RosterAddRequest {
@@ -131,7 +166,8 @@ async fn raft_bench(addrs: &[String], secret: &Secret, levels: &[usize], dur: Du
                     let t = Instant::now();
                     match c.roster_add(req).await {
                         Ok(r) if r.get_ref().refused.is_empty() => {
-                            h.record(t.elapsed().as_micros().max(1) as u64).expect("in bounds");
+                            h.record(t.elapsed().as_micros().max(1) as u64)
+                                .expect("in bounds");
                         }
                         _ => {
                             errors.fetch_add(1, Ordering::Relaxed);

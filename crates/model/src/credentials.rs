@@ -30,7 +30,9 @@ pub struct ScramKeys {
 
 impl std::fmt::Debug for ScramKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScramKeys").field("iterations", &self.iterations).finish_non_exhaustive()
+        f.debug_struct("ScramKeys")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,7 +50,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("realm", &self.realm).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,7 +62,8 @@ macro_rules! scram_keys {
         pbkdf2::pbkdf2::<Hmac<$hash>>($password, $salt, $iterations, &mut salted)
             .expect("HMAC accepts keys of any length");
         let hmac = |key: &[u8], msg: &[u8]| {
-            let mut m = <Hmac<$hash> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+            let mut m =
+                <Hmac<$hash> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
             m.update(msg);
             m.finalize().into_bytes()
         };
@@ -102,9 +107,15 @@ impl Credentials {
     /// Check a plain password against the stored SCRAM-SHA-256 keys, in constant time.
     pub fn verify_password(&self, password: &str) -> bool {
         let k = &self.scram_sha256;
-        let Ok(salt) = B64.decode(&k.salt) else { return false };
+        let Ok(salt) = B64.decode(&k.salt) else {
+            return false;
+        };
         let again = scram_sha256(password.as_bytes(), &salt, k.iterations);
-        again.stored_key.as_bytes().ct_eq(k.stored_key.as_bytes()).into()
+        again
+            .stored_key
+            .as_bytes()
+            .ct_eq(k.stored_key.as_bytes())
+            .into()
     }
 }
 
@@ -131,7 +142,10 @@ mod tests {
         let auth = "n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&server_key).unwrap();
         m.update(auth.as_bytes());
-        assert_eq!(B64.encode(m.finalize().into_bytes()), "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(
+            B64.encode(m.finalize().into_bytes()),
+            "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
     }
 
     #[test]
@@ -139,7 +153,10 @@ mod tests {
         let c = Credentials::derive("alice", "example.test", "s3cret", 64);
         assert!(c.verify_password("s3cret"));
         assert!(!c.verify_password("wrong"));
-        assert_eq!(c.sip_ha1_md5, hex::encode(Md5::digest(b"alice:example.test:s3cret")));
+        assert_eq!(
+            c.sip_ha1_md5,
+            hex::encode(Md5::digest(b"alice:example.test:s3cret"))
+        );
         assert!(!format!("{c:?}").contains(&c.scram_sha256.stored_key));
     }
 }

@@ -76,8 +76,12 @@ impl Refusal {
     /// The broad class of the refusal, for mapping onto gRPC / CLI / stanza errors.
     pub fn class(&self) -> RefusalClass {
         match self {
-            Refusal::UnknownSetting(_) | Refusal::BadValue(_) | Refusal::SelfContact => RefusalClass::Invalid,
-            Refusal::UnknownUser(_) | Refusal::UnknownContact(_) | Refusal::NotInRoster(..) => RefusalClass::NotFound,
+            Refusal::UnknownSetting(_) | Refusal::BadValue(_) | Refusal::SelfContact => {
+                RefusalClass::Invalid
+            }
+            Refusal::UnknownUser(_) | Refusal::UnknownContact(_) | Refusal::NotInRoster(..) => {
+                RefusalClass::NotFound
+            }
             Refusal::UserExists(_) => RefusalClass::Exists,
             _ => RefusalClass::Precondition,
         }
@@ -108,31 +112,78 @@ pub struct NewContact {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// Record the cluster's domain; proposed once by `cluster init`.
-    Init { domain: String },
-    SetSetting { key: String, value: String },
-    ResetSetting { key: String },
-    CreateAccount { user: String, credentials: Credentials },
-    DeleteAccount { user: String },
-    SetCredentials { user: String, credentials: Credentials },
-    SetPolicy { user: String, key: PolicyKey, value: Override },
+    Init {
+        domain: String,
+    },
+    SetSetting {
+        key: String,
+        value: String,
+    },
+    ResetSetting {
+        key: String,
+    },
+    CreateAccount {
+        user: String,
+        credentials: Credentials,
+    },
+    DeleteAccount {
+        user: String,
+    },
+    SetCredentials {
+        user: String,
+        credentials: Credentials,
+    },
+    SetPolicy {
+        user: String,
+        key: PolicyKey,
+        value: Override,
+    },
     /// Operator provisioning: each entry makes `user` see `contact` (subscription `to`,
     /// and `from` on the contact's side). Entries are applied in order; the ones that
     /// would cross a limit are refused and reported, the rest are added.
-    AddContacts { entries: Vec<NewContact> },
+    AddContacts {
+        entries: Vec<NewContact>,
+    },
     /// A client's roster set: create or rename an item without touching subscriptions.
-    UpdateItem { user: String, contact: String, name: Option<String>, groups: Vec<String> },
-    RemoveContact { user: String, contact: String },
+    UpdateItem {
+        user: String,
+        contact: String,
+        name: Option<String>,
+        groups: Vec<String>,
+    },
+    RemoveContact {
+        user: String,
+        contact: String,
+    },
     /// `user` asks to see `contact` (RFC 6121 §3.1).
-    Subscribe { user: String, contact: String },
+    Subscribe {
+        user: String,
+        contact: String,
+    },
     /// `user` approves `requester`'s pending request (RFC 6121 §3.1.4).
-    Approve { user: String, requester: String },
+    Approve {
+        user: String,
+        requester: String,
+    },
     /// `user` stops seeing `contact` (RFC 6121 §3.3).
-    Unsubscribe { user: String, contact: String },
+    Unsubscribe {
+        user: String,
+        contact: String,
+    },
     /// `user` denies or revokes `watcher`'s subscription (RFC 6121 §3.2).
-    Revoke { user: String, watcher: String },
-    OfflineEnqueue { user: String, message: OfflineMessage },
+    Revoke {
+        user: String,
+        watcher: String,
+    },
+    OfflineEnqueue {
+        user: String,
+        message: OfflineMessage,
+    },
     /// Remove offline messages of `user` up to and including `upto`.
-    OfflineAck { user: String, upto: u64 },
+    OfflineAck {
+        user: String,
+        upto: u64,
+    },
 }
 
 impl Command {
@@ -173,10 +224,20 @@ pub struct RefusedContact {
 pub enum Reply {
     #[default]
     Done,
-    Setting { key: String, value: String },
-    Contacts { added: Vec<(String, String)>, refused: Vec<RefusedContact> },
-    Subscription { approved: bool },
-    Queued { seq: u64 },
+    Setting {
+        key: String,
+        value: String,
+    },
+    Contacts {
+        added: Vec<(String, String)>,
+        refused: Vec<RefusedContact>,
+    },
+    Subscription {
+        approved: bool,
+    },
+    Queued {
+        seq: u64,
+    },
 }
 
 pub type Outcome = Result<Reply, Refusal>;
@@ -186,17 +247,49 @@ pub type Outcome = Result<Reply, Refusal>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Initialized { domain: String },
-    SettingChanged { key: String, value: String },
-    AccountCreated { user: String },
-    AccountDeleted { user: String },
-    CredentialsChanged { user: String },
-    PolicyChanged { user: String, key: PolicyKey, value: Override },
-    RosterItemChanged { user: String, item: RosterItem, version: u64 },
-    RosterItemRemoved { user: String, jid: String, version: u64 },
-    SubscriptionRequested { user: String, from: String },
-    OfflineQueued { user: String, seq: u64 },
-    OfflineAcked { user: String, upto: u64 },
+    Initialized {
+        domain: String,
+    },
+    SettingChanged {
+        key: String,
+        value: String,
+    },
+    AccountCreated {
+        user: String,
+    },
+    AccountDeleted {
+        user: String,
+    },
+    CredentialsChanged {
+        user: String,
+    },
+    PolicyChanged {
+        user: String,
+        key: PolicyKey,
+        value: Override,
+    },
+    RosterItemChanged {
+        user: String,
+        item: RosterItem,
+        version: u64,
+    },
+    RosterItemRemoved {
+        user: String,
+        jid: String,
+        version: u64,
+    },
+    SubscriptionRequested {
+        user: String,
+        from: String,
+    },
+    OfflineQueued {
+        user: String,
+        seq: u64,
+    },
+    OfflineAcked {
+        user: String,
+        upto: u64,
+    },
     /// The whole state was replaced by a snapshot; consumers should re-read what they cache.
     StateReplaced,
 }

@@ -85,13 +85,22 @@ pub struct RosterItem {
 
 impl RosterItem {
     pub fn new(jid: &str) -> Self {
-        RosterItem { jid: jid.to_string(), name: None, groups: BTreeSet::new(), subscription: Subscription::None, ask: false }
+        RosterItem {
+            jid: jid.to_string(),
+            name: None,
+            groups: BTreeSet::new(),
+            subscription: Subscription::None,
+            ask: false,
+        }
     }
 
     /// An item that carries nothing the user chose: safe to drop when its last
     /// subscription direction goes away.
     pub fn is_bare(&self) -> bool {
-        self.subscription == Subscription::None && !self.ask && self.name.is_none() && self.groups.is_empty()
+        self.subscription == Subscription::None
+            && !self.ask
+            && self.name.is_none()
+            && self.groups.is_empty()
     }
 }
 
@@ -107,6 +116,9 @@ pub struct Roster {
 impl Roster {
     /// Contacts that see this user's availability.
     pub fn watcher_count(&self) -> usize {
-        self.items.values().filter(|i| i.subscription.contact_watches()).count()
+        self.items
+            .values()
+            .filter(|i| i.subscription.contact_watches())
+            .count()
     }
 }

@@ -92,8 +92,14 @@ impl Default for Settings {
 pub enum Kind {
     Bool,
     /// A count in the range, or `unlimited`.
-    Limit { min: u32, max: u32 },
-    Count { min: u32, max: u32 },
+    Limit {
+        min: u32,
+        max: u32,
+    },
+    Count {
+        min: u32,
+        max: u32,
+    },
 }
 
 impl fmt::Display for Kind {
@@ -128,12 +134,18 @@ pub const SETTINGS: &[SettingDef] = &[
     },
     SettingDef {
         key: "presence.max_contact_list_size",
-        kind: Kind::Limit { min: 1, max: 100_000 },
+        kind: Kind::Limit {
+            min: 1,
+            max: 100_000,
+        },
         help: "contacts per user",
     },
     SettingDef {
         key: "presence.max_watchers",
-        kind: Kind::Limit { min: 1, max: 100_000 },
+        kind: Kind::Limit {
+            min: 1,
+            max: 100_000,
+        },
         help: "users that may watch one user's availability",
     },
     SettingDef {
@@ -143,12 +155,18 @@ pub const SETTINGS: &[SettingDef] = &[
     },
     SettingDef {
         key: "presence.adhoc_subscriptions.max_per_user",
-        kind: Kind::Count { min: 1, max: 10_000 },
+        kind: Kind::Count {
+            min: 1,
+            max: 10_000,
+        },
         help: "temporary subscriptions per user",
     },
     SettingDef {
         key: "presence.adhoc_subscriptions.expiry_secs",
-        kind: Kind::Count { min: 10, max: 604_800 },
+        kind: Kind::Count {
+            min: 10,
+            max: 604_800,
+        },
         help: "lifetime of a temporary subscription",
     },
     SettingDef {
@@ -173,12 +191,18 @@ pub const SETTINGS: &[SettingDef] = &[
     },
     SettingDef {
         key: "messaging.offline_queue_max_per_user",
-        kind: Kind::Count { min: 1, max: 100_000 },
+        kind: Kind::Count {
+            min: 1,
+            max: 100_000,
+        },
         help: "offline messages stored per user",
     },
     SettingDef {
         key: "messaging.broadcast_max_recipients",
-        kind: Kind::Count { min: 1, max: 100_000 },
+        kind: Kind::Count {
+            min: 1,
+            max: 100_000,
+        },
         help: "recipients of one broadcast message",
     },
 ];
@@ -192,7 +216,11 @@ pub fn resolve_key(key: &str) -> Result<&'static SettingDef, Refusal> {
     }
     let matches: Vec<&SettingDef> = SETTINGS
         .iter()
-        .filter(|d| !key.is_empty() && d.key.ends_with(key) && d.key[..d.key.len() - key.len()].ends_with('.'))
+        .filter(|d| {
+            !key.is_empty()
+                && d.key.ends_with(key)
+                && d.key[..d.key.len() - key.len()].ends_with('.')
+        })
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
@@ -214,10 +242,14 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 
 fn parse_count(key: &str, v: &str, min: u32, max: u32) -> Result<u32, Refusal> {
     let n: u32 = v.trim().parse().map_err(|_| {
-        Refusal::BadValue(format!("{key}: {v:?} is not a number (expected {min}..{max})"))
+        Refusal::BadValue(format!(
+            "{key}: {v:?} is not a number (expected {min}..{max})"
+        ))
     })?;
     if n < min || n > max {
-        return Err(Refusal::BadValue(format!("{key}: {n} is out of range {min}..{max}")));
+        return Err(Refusal::BadValue(format!(
+            "{key}: {n} is out of range {min}..{max}"
+        )));
     }
     Ok(n)
 }
@@ -243,9 +275,9 @@ impl fmt::Display for Value {
 
 pub fn parse_value(def: &SettingDef, v: &str) -> Result<Value, Refusal> {
     match def.kind {
-        Kind::Bool => parse_bool(v).map(Value::Bool).ok_or_else(|| {
-            Refusal::BadValue(format!("{}: {v:?} is not on/off", def.key))
-        }),
+        Kind::Bool => parse_bool(v)
+            .map(Value::Bool)
+            .ok_or_else(|| Refusal::BadValue(format!("{}: {v:?} is not on/off", def.key))),
         Kind::Limit { min, max } => {
             if v.trim().eq_ignore_ascii_case("unlimited") {
                 Ok(Value::Limit(Limit::Unlimited))
@@ -290,7 +322,9 @@ impl Settings {
     /// Restore one setting to its default.
     pub fn reset(&mut self, key: &str) -> Result<(&'static str, Value), Refusal> {
         let def = resolve_key(key)?;
-        let value = Settings::default().get(def.key).expect("every def has a default");
+        let value = Settings::default()
+            .get(def.key)
+            .expect("every def has a default");
         self.put(def.key, value);
         Ok((def.key, value))
     }
@@ -302,14 +336,22 @@ impl Settings {
             ("presence.max_contact_list_size", Value::Limit(l)) => self.max_contact_list_size = l,
             ("presence.max_watchers", Value::Limit(l)) => self.max_watchers = l,
             ("presence.adhoc_subscriptions.enabled", Value::Bool(b)) => self.adhoc_enabled = b,
-            ("presence.adhoc_subscriptions.max_per_user", Value::Count(n)) => self.adhoc_max_per_user = n,
-            ("presence.adhoc_subscriptions.expiry_secs", Value::Count(n)) => self.adhoc_expiry_secs = n,
+            ("presence.adhoc_subscriptions.max_per_user", Value::Count(n)) => {
+                self.adhoc_max_per_user = n
+            }
+            ("presence.adhoc_subscriptions.expiry_secs", Value::Count(n)) => {
+                self.adhoc_expiry_secs = n
+            }
             ("messaging.im_enabled", Value::Bool(b)) => self.im_enabled = b,
             ("messaging.suppress_offline_im", Value::Bool(b)) => self.suppress_offline_im = b,
             ("messaging.allow_history_logging", Value::Bool(b)) => self.allow_history_logging = b,
             ("messaging.allow_cut_paste", Value::Bool(b)) => self.allow_cut_paste = b,
-            ("messaging.offline_queue_max_per_user", Value::Count(n)) => self.offline_queue_max_per_user = n,
-            ("messaging.broadcast_max_recipients", Value::Count(n)) => self.broadcast_max_recipients = n,
+            ("messaging.offline_queue_max_per_user", Value::Count(n)) => {
+                self.offline_queue_max_per_user = n
+            }
+            ("messaging.broadcast_max_recipients", Value::Count(n)) => {
+                self.broadcast_max_recipients = n
+            }
             // parse_value produced the value from the same def, so kinds always match
             _ => unreachable!("setting {key} with value of the wrong kind"),
         }
@@ -402,19 +444,31 @@ mod tests {
 
     #[test]
     fn keys_resolve_by_suffix() {
-        assert_eq!(resolve_key("max_watchers").unwrap().key, "presence.max_watchers");
+        assert_eq!(
+            resolve_key("max_watchers").unwrap().key,
+            "presence.max_watchers"
+        );
         assert_eq!(
             resolve_key("adhoc_subscriptions.enabled").unwrap().key,
             "presence.adhoc_subscriptions.enabled"
         );
-        assert!(matches!(resolve_key("nope"), Err(Refusal::UnknownSetting(_))));
-        assert!(matches!(resolve_key("watchers"), Err(Refusal::UnknownSetting(_))));
+        assert!(matches!(
+            resolve_key("nope"),
+            Err(Refusal::UnknownSetting(_))
+        ));
+        assert!(matches!(
+            resolve_key("watchers"),
+            Err(Refusal::UnknownSetting(_))
+        ));
     }
 
     #[test]
     fn values_are_validated() {
         let mut s = Settings::default();
-        assert_eq!(s.set("max_contact_list_size", "unlimited").unwrap().1, Value::Limit(Limit::Unlimited));
+        assert_eq!(
+            s.set("max_contact_list_size", "unlimited").unwrap().1,
+            Value::Limit(Limit::Unlimited)
+        );
         assert!(s.set("max_contact_list_size", "0").is_err());
         assert!(s.set("im_enabled", "maybe").is_err());
         assert!(s.set("offline_queue_max_per_user", "-3").is_err());

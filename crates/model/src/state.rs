@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::names;
 use crate::roster::{Roster, RosterItem, Subscription};
 use crate::settings::{Limit, Override, PolicyKey, Settings};
-use crate::{Command, Credentials, Event, NewContact, Outcome, RefusedContact, Refusal, Reply};
+use crate::{Command, Credentials, Event, NewContact, Outcome, Refusal, RefusedContact, Reply};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -88,7 +88,10 @@ impl Key {
         let (&p, rest) = b.split_first()?;
         let two = || -> Option<(String, &[u8])> {
             let at = rest.iter().position(|&c| c == 0)?;
-            Some((String::from_utf8(rest[..at].to_vec()).ok()?, &rest[at + 1..]))
+            Some((
+                String::from_utf8(rest[..at].to_vec()).ok()?,
+                &rest[at + 1..],
+            ))
         };
         let one = || String::from_utf8(rest.to_vec()).ok();
         Some(match p {
@@ -175,13 +178,17 @@ impl State {
     /// Effective availability sharing for `user` (cluster setting unless overridden).
     pub fn sharing_for(&self, user: &str) -> bool {
         let cluster = self.settings.availability_sharing;
-        self.users.get(user).map_or(cluster, |u| u.account.availability_sharing.resolve(cluster))
+        self.users
+            .get(user)
+            .map_or(cluster, |u| u.account.availability_sharing.resolve(cluster))
     }
 
     /// Effective approval-free viewing for `user`.
     pub fn view_without_approval_for(&self, user: &str) -> bool {
         let cluster = self.settings.view_without_approval;
-        self.users.get(user).map_or(cluster, |u| u.account.view_without_approval.resolve(cluster))
+        self.users.get(user).map_or(cluster, |u| {
+            u.account.view_without_approval.resolve(cluster)
+        })
     }
 
     /// The local user name a bare JID names, if it is in this cluster's domain.
@@ -217,7 +224,9 @@ impl State {
                     None => {
                         self.meta.domain = Some(domain.clone());
                         self.dirty.insert(Key::Meta);
-                        ev.push(Event::Initialized { domain: domain.clone() });
+                        ev.push(Event::Initialized {
+                            domain: domain.clone(),
+                        });
                         Ok(Reply::Done)
                     }
                 }
@@ -243,7 +252,11 @@ impl State {
                 };
                 self.users.insert(
                     user.clone(),
-                    UserData { account, roster: Roster::default(), offline: OfflineQueue::default() },
+                    UserData {
+                        account,
+                        roster: Roster::default(),
+                        offline: OfflineQueue::default(),
+                    },
                 );
                 self.dirty.extend([
                     Key::Account(user.clone()),
@@ -267,7 +280,11 @@ impl State {
                     PolicyKey::ViewWithoutApproval => acct.view_without_approval = *value,
                 }
                 self.dirty.insert(Key::Account(user.clone()));
-                ev.push(Event::PolicyChanged { user: user.clone(), key: *key, value: *value });
+                ev.push(Event::PolicyChanged {
+                    user: user.clone(),
+                    key: *key,
+                    value: *value,
+                });
                 Ok(Reply::Done)
             }
             Command::AddContacts { entries } => {
@@ -286,7 +303,12 @@ impl State {
                 }
                 Ok(Reply::Contacts { added, refused })
             }
-            Command::UpdateItem { user, contact, name, groups } => {
+            Command::UpdateItem {
+                user,
+                contact,
+                name,
+                groups,
+            } => {
                 self.require_domain()?;
                 let (name, groups) = names::validate_item_labels(name.as_deref(), groups)?;
                 self.check_new_contact(user, contact)?;
@@ -350,10 +372,16 @@ impl State {
                 let me = self.jid_of(user);
                 self.remove_pending(user, watcher);
                 if self.users[user].roster.items.contains_key(watcher) {
-                    self.edit_item(user, watcher, ev, |i| i.subscription = i.subscription.without_from());
+                    self.edit_item(user, watcher, ev, |i| {
+                        i.subscription = i.subscription.without_from()
+                    });
                 }
                 if let Some(w) = self.local_user(watcher).map(str::to_string) {
-                    if self.users.get(&w).is_some_and(|d| d.roster.items.contains_key(&me)) {
+                    if self
+                        .users
+                        .get(&w)
+                        .is_some_and(|d| d.roster.items.contains_key(&me))
+                    {
                         self.edit_item(&w, &me, ev, |i| {
                             i.subscription = i.subscription.without_to();
                             i.ask = false;
@@ -376,7 +404,10 @@ impl State {
                 q.messages.insert(seq, message.clone());
                 self.dirty.insert(Key::Offline(user.clone(), seq));
                 self.dirty.insert(Key::OfflineNext(user.clone()));
-                ev.push(Event::OfflineQueued { user: user.clone(), seq });
+                ev.push(Event::OfflineQueued {
+                    user: user.clone(),
+                    seq,
+                });
                 Ok(Reply::Queued { seq })
             }
             Command::OfflineAck { user, upto } => {
@@ -385,9 +416,13 @@ impl State {
                 for s in &gone {
                     q.messages.remove(s);
                 }
-                self.dirty.extend(gone.iter().map(|s| Key::Offline(user.clone(), *s)));
+                self.dirty
+                    .extend(gone.iter().map(|s| Key::Offline(user.clone(), *s)));
                 if !gone.is_empty() {
-                    ev.push(Event::OfflineAcked { user: user.clone(), upto: *upto });
+                    ev.push(Event::OfflineAcked {
+                        user: user.clone(),
+                        upto: *upto,
+                    });
                 }
                 Ok(Reply::Done)
             }
@@ -396,8 +431,14 @@ impl State {
 
     fn setting_changed(&mut self, key: &str, value: String, ev: &mut Vec<Event>) -> Outcome {
         self.dirty.insert(Key::Settings);
-        ev.push(Event::SettingChanged { key: key.to_string(), value: value.clone() });
-        Ok(Reply::Setting { key: key.to_string(), value })
+        ev.push(Event::SettingChanged {
+            key: key.to_string(),
+            value: value.clone(),
+        });
+        Ok(Reply::Setting {
+            key: key.to_string(),
+            value,
+        })
     }
 
     fn require_domain(&self) -> Result<&str, Refusal> {
@@ -405,7 +446,9 @@ impl State {
     }
 
     fn existing(&mut self, user: &str) -> Result<&mut UserData, Refusal> {
-        self.users.get_mut(user).ok_or_else(|| Refusal::UnknownUser(user.to_string()))
+        self.users
+            .get_mut(user)
+            .ok_or_else(|| Refusal::UnknownUser(user.to_string()))
     }
 
     /// Validate a (user, contact) pair for adding: the user exists, the contact is a
@@ -432,13 +475,18 @@ impl State {
     fn check_room_to_add(&self, user: &str, contact: &str) -> Result<(), Refusal> {
         let limit = self.settings.max_contact_list_size;
         let me = self.jid_of(user);
-        if !self.users[user].roster.items.contains_key(contact) && limit.reached_by(self.users[user].roster.items.len()) {
+        if !self.users[user].roster.items.contains_key(contact)
+            && limit.reached_by(self.users[user].roster.items.len())
+        {
             return Err(Refusal::ContactListFull(me, limit.to_string()));
         }
         if let Some(c) = self.local_user(contact) {
             let theirs = &self.users[c].roster;
             if !theirs.items.contains_key(&me) && limit.reached_by(theirs.items.len()) {
-                return Err(Refusal::ContactListFull(contact.to_string(), limit.to_string()));
+                return Err(Refusal::ContactListFull(
+                    contact.to_string(),
+                    limit.to_string(),
+                ));
             }
         }
         Ok(())
@@ -448,7 +496,10 @@ impl State {
     fn check_room_to_watch(&self, owner: &str, watcher: &str) -> Result<(), Refusal> {
         let limit: Limit = self.settings.max_watchers;
         let r = &self.users[owner].roster;
-        let already = r.items.get(watcher).is_some_and(|i| i.subscription.contact_watches());
+        let already = r
+            .items
+            .get(watcher)
+            .is_some_and(|i| i.subscription.contact_watches());
         if !already && limit.reached_by(r.watcher_count()) {
             return Err(Refusal::WatchersFull(self.jid_of(owner), limit.to_string()));
         }
@@ -499,7 +550,12 @@ impl State {
     fn subscribe(&mut self, user: &str, contact: &str, ev: &mut Vec<Event>) -> Outcome {
         self.require_domain()?;
         self.check_new_contact(user, contact)?;
-        if self.users[user].roster.items.get(contact).is_some_and(|i| i.subscription.sees_contact()) {
+        if self.users[user]
+            .roster
+            .items
+            .get(contact)
+            .is_some_and(|i| i.subscription.sees_contact())
+        {
             return Ok(Reply::Subscription { approved: true });
         }
         self.check_room_to_add(user, contact)?;
@@ -534,7 +590,9 @@ impl State {
         }
         self.check_room_to_watch(owner, watcher)?;
         self.remove_pending(owner, watcher);
-        self.edit_item(owner, watcher, ev, |i| i.subscription = i.subscription.with_from());
+        self.edit_item(owner, watcher, ev, |i| {
+            i.subscription = i.subscription.with_from()
+        });
         if let Some(w) = self.local_user(watcher).map(str::to_string) {
             if self.users.contains_key(&w) {
                 self.edit_item(&w, &me, ev, |i| {
@@ -547,8 +605,16 @@ impl State {
     }
 
     /// Weaken `user`'s item for `jid` with `f`; drop it when nothing the user chose is left.
-    fn drop_direction(&mut self, user: &str, jid: &str, ev: &mut Vec<Event>, f: impl Fn(Subscription) -> Subscription) {
-        let Some(item) = self.users.get(user).and_then(|u| u.roster.items.get(jid)) else { return };
+    fn drop_direction(
+        &mut self,
+        user: &str,
+        jid: &str,
+        ev: &mut Vec<Event>,
+        f: impl Fn(Subscription) -> Subscription,
+    ) {
+        let Some(item) = self.users.get(user).and_then(|u| u.roster.items.get(jid)) else {
+            return;
+        };
         let mut next = item.clone();
         next.subscription = f(next.subscription);
         if next.is_bare() {
@@ -561,15 +627,24 @@ impl State {
     fn remove_pending(&mut self, user: &str, jid: &str) {
         if let Some(u) = self.users.get_mut(user) {
             if u.roster.pending_in.remove(jid) {
-                self.dirty.insert(Key::PendingIn(user.to_string(), jid.to_string()));
+                self.dirty
+                    .insert(Key::PendingIn(user.to_string(), jid.to_string()));
             }
         }
     }
 
     /// Create or modify `user`'s item for `jid`; bumps the roster version and emits an
     /// event only when something changed.
-    fn edit_item(&mut self, user: &str, jid: &str, ev: &mut Vec<Event>, f: impl FnOnce(&mut RosterItem)) {
-        let Some(u) = self.users.get_mut(user) else { return };
+    fn edit_item(
+        &mut self,
+        user: &str,
+        jid: &str,
+        ev: &mut Vec<Event>,
+        f: impl FnOnce(&mut RosterItem),
+    ) {
+        let Some(u) = self.users.get_mut(user) else {
+            return;
+        };
         let before = u.roster.items.get(jid).cloned();
         let mut item = before.clone().unwrap_or_else(|| RosterItem::new(jid));
         f(&mut item);
@@ -581,16 +656,26 @@ impl State {
         u.roster.items.insert(jid.to_string(), item.clone());
         if before.is_none() {
             if let Some(c) = self.local_user(jid).map(str::to_string) {
-                self.listed_by.entry(c).or_default().insert(user.to_string());
+                self.listed_by
+                    .entry(c)
+                    .or_default()
+                    .insert(user.to_string());
             }
         }
-        self.dirty.insert(Key::Item(user.to_string(), jid.to_string()));
+        self.dirty
+            .insert(Key::Item(user.to_string(), jid.to_string()));
         self.dirty.insert(Key::Version(user.to_string()));
-        ev.push(Event::RosterItemChanged { user: user.to_string(), item, version });
+        ev.push(Event::RosterItemChanged {
+            user: user.to_string(),
+            item,
+            version,
+        });
     }
 
     fn remove_item(&mut self, user: &str, jid: &str, ev: &mut Vec<Event>) {
-        let Some(u) = self.users.get_mut(user) else { return };
+        let Some(u) = self.users.get_mut(user) else {
+            return;
+        };
         if u.roster.items.remove(jid).is_none() {
             return;
         }
@@ -604,16 +689,27 @@ impl State {
                 }
             }
         }
-        self.dirty.insert(Key::Item(user.to_string(), jid.to_string()));
+        self.dirty
+            .insert(Key::Item(user.to_string(), jid.to_string()));
         self.dirty.insert(Key::Version(user.to_string()));
-        ev.push(Event::RosterItemRemoved { user: user.to_string(), jid: jid.to_string(), version });
+        ev.push(Event::RosterItemRemoved {
+            user: user.to_string(),
+            jid: jid.to_string(),
+            version,
+        });
     }
 
     fn delete_account(&mut self, user: &str, ev: &mut Vec<Event>) -> Outcome {
         self.existing(user)?;
         let me = self.jid_of(user);
         // Out of every roster that lists the user, and their requests out of others' inboxes.
-        let owners: Vec<String> = self.listed_by.get(user).into_iter().flatten().cloned().collect();
+        let owners: Vec<String> = self
+            .listed_by
+            .get(user)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         for o in owners {
             self.remove_item(&o, &me, ev);
         }
@@ -631,11 +727,17 @@ impl State {
         for s in data.offline.messages.keys() {
             self.dirty.insert(Key::Offline(user.to_string(), *s));
         }
-        for k in [Key::Account(user.into()), Key::Version(user.into()), Key::OfflineNext(user.into())] {
+        for k in [
+            Key::Account(user.into()),
+            Key::Version(user.into()),
+            Key::OfflineNext(user.into()),
+        ] {
             self.dirty.insert(k);
         }
         self.listed_by.remove(user);
-        ev.push(Event::AccountDeleted { user: user.to_string() });
+        ev.push(Event::AccountDeleted {
+            user: user.to_string(),
+        });
         Ok(Reply::Done)
     }
 
@@ -648,12 +750,22 @@ impl State {
             Key::Settings => Some(enc(&self.settings)),
             Key::Account(u) => self.users.get(u).map(|d| enc(&d.account)),
             Key::Version(u) => self.users.get(u).map(|d| enc(&d.roster.version)),
-            Key::Item(u, j) => self.users.get(u).and_then(|d| d.roster.items.get(j)).map(|i| enc(i)),
-            Key::PendingIn(u, j) => {
-                self.users.get(u).filter(|d| d.roster.pending_in.contains(j)).map(|_| b"1".to_vec())
-            }
+            Key::Item(u, j) => self
+                .users
+                .get(u)
+                .and_then(|d| d.roster.items.get(j))
+                .map(|i| enc(i)),
+            Key::PendingIn(u, j) => self
+                .users
+                .get(u)
+                .filter(|d| d.roster.pending_in.contains(j))
+                .map(|_| b"1".to_vec()),
             Key::OfflineNext(u) => self.users.get(u).map(|d| enc(&d.offline.next_seq)),
-            Key::Offline(u, s) => self.users.get(u).and_then(|d| d.offline.messages.get(s)).map(|m| enc(m)),
+            Key::Offline(u, s) => self
+                .users
+                .get(u)
+                .and_then(|d| d.offline.messages.get(s))
+                .map(|m| enc(m)),
         }
     }
 
@@ -661,7 +773,10 @@ impl State {
     /// `(key, None)` to delete.
     pub fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty.into_iter().map(|k| (k.encode(), self.value_of(&k))).collect()
+        dirty
+            .into_iter()
+            .map(|k| (k.encode(), self.value_of(&k)))
+            .collect()
     }
 
     /// Forget pending changes (after a refused command nothing is dirty anyway).
@@ -675,24 +790,46 @@ impl State {
         for (u, d) in &self.users {
             keys.push(Key::Account(u.clone()));
             keys.push(Key::Version(u.clone()));
-            keys.extend(d.roster.items.keys().map(|j| Key::Item(u.clone(), j.clone())));
-            keys.extend(d.roster.pending_in.iter().map(|j| Key::PendingIn(u.clone(), j.clone())));
+            keys.extend(
+                d.roster
+                    .items
+                    .keys()
+                    .map(|j| Key::Item(u.clone(), j.clone())),
+            );
+            keys.extend(
+                d.roster
+                    .pending_in
+                    .iter()
+                    .map(|j| Key::PendingIn(u.clone(), j.clone())),
+            );
             keys.push(Key::OfflineNext(u.clone()));
-            keys.extend(d.offline.messages.keys().map(|s| Key::Offline(u.clone(), *s)));
+            keys.extend(
+                d.offline
+                    .messages
+                    .keys()
+                    .map(|s| Key::Offline(u.clone(), *s)),
+            );
         }
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> =
-            keys.iter().filter_map(|k| self.value_of(k).map(|v| (k.encode(), v))).collect();
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .iter()
+            .filter_map(|k| self.value_of(k).map(|v| (k.encode(), v)))
+            .collect();
         out.sort();
         out
     }
 
     /// Rebuild a state from records (as written by `take_changes` or `records`).
-    pub fn load<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(records: I) -> Result<State, LoadError> {
+    pub fn load<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(
+        records: I,
+    ) -> Result<State, LoadError> {
         let mut s = State::default();
         let mut accounts = BTreeMap::new();
         let mut rest = Vec::new();
         for (k, v) in records {
-            let bad = |reason: String| LoadError { key: String::from_utf8_lossy(&k).into_owned(), reason };
+            let bad = |reason: String| LoadError {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason,
+            };
             let key = Key::decode(&k).ok_or_else(|| bad("unknown key".into()))?;
             let de = |reason: serde_json::Error| bad(reason.to_string());
             match key {
@@ -705,29 +842,56 @@ impl State {
             }
         }
         for (u, account) in accounts {
-            s.users.insert(u, UserData { account, roster: Roster::default(), offline: OfflineQueue::default() });
+            s.users.insert(
+                u,
+                UserData {
+                    account,
+                    roster: Roster::default(),
+                    offline: OfflineQueue::default(),
+                },
+            );
         }
         for (key, v, raw) in rest {
-            let bad = |reason: String| LoadError { key: raw.clone(), reason };
+            let bad = |reason: String| LoadError {
+                key: raw.clone(),
+                reason,
+            };
             let orphan = || bad("record of an unknown account".into());
             let de = |e: serde_json::Error| bad(e.to_string());
             match key {
                 Key::Version(u) => {
-                    s.users.get_mut(&u).ok_or_else(orphan)?.roster.version = serde_json::from_slice(&v).map_err(de)?
+                    s.users.get_mut(&u).ok_or_else(orphan)?.roster.version =
+                        serde_json::from_slice(&v).map_err(de)?
                 }
                 Key::Item(u, j) => {
                     let item: RosterItem = serde_json::from_slice(&v).map_err(de)?;
-                    s.users.get_mut(&u).ok_or_else(orphan)?.roster.items.insert(j, item);
+                    s.users
+                        .get_mut(&u)
+                        .ok_or_else(orphan)?
+                        .roster
+                        .items
+                        .insert(j, item);
                 }
                 Key::PendingIn(u, j) => {
-                    s.users.get_mut(&u).ok_or_else(orphan)?.roster.pending_in.insert(j);
+                    s.users
+                        .get_mut(&u)
+                        .ok_or_else(orphan)?
+                        .roster
+                        .pending_in
+                        .insert(j);
                 }
                 Key::OfflineNext(u) => {
-                    s.users.get_mut(&u).ok_or_else(orphan)?.offline.next_seq = serde_json::from_slice(&v).map_err(de)?
+                    s.users.get_mut(&u).ok_or_else(orphan)?.offline.next_seq =
+                        serde_json::from_slice(&v).map_err(de)?
                 }
                 Key::Offline(u, seq) => {
                     let m: OfflineMessage = serde_json::from_slice(&v).map_err(de)?;
-                    s.users.get_mut(&u).ok_or_else(orphan)?.offline.messages.insert(seq, m);
+                    s.users
+                        .get_mut(&u)
+                        .ok_or_else(orphan)?
+                        .offline
+                        .messages
+                        .insert(seq, m);
                 }
                 Key::Meta | Key::Settings | Key::Account(_) => {}
             }

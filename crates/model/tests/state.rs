@@ -1,7 +1,8 @@
 use std::collections::BTreeMap;
 
 use presenced_model::{
-    Command, Credentials, Event, NewContact, OfflineMessage, Override, PolicyKey, Refusal, Reply, State, Subscription,
+    Command, Credentials, Event, NewContact, OfflineMessage, Override, PolicyKey, Refusal, Reply,
+    State, Subscription,
 };
 use proptest::prelude::*;
 
@@ -24,7 +25,13 @@ fn ok(s: &mut State, c: Command) -> Reply {
 }
 
 fn user(s: &mut State, u: &str) {
-    ok(s, Command::CreateAccount { user: u.into(), credentials: creds() });
+    ok(
+        s,
+        Command::CreateAccount {
+            user: u.into(),
+            credentials: creds(),
+        },
+    );
 }
 
 fn jid(u: &str) -> String {
@@ -32,14 +39,23 @@ fn jid(u: &str) -> String {
 }
 
 fn add(s: &mut State, u: &str, contacts: &[&str]) -> Reply {
-    let entries =
-        contacts.iter().map(|c| NewContact { user: u.into(), contact: jid(c), name: None, groups: vec![] }).collect();
+    let entries = contacts
+        .iter()
+        .map(|c| NewContact {
+            user: u.into(),
+            contact: jid(c),
+            name: None,
+            groups: vec![],
+        })
+        .collect();
     ok(s, Command::AddContacts { entries })
 }
 
 fn added_refused(r: Reply) -> (usize, Vec<Refusal>) {
     match r {
-        Reply::Contacts { added, refused } => (added.len(), refused.into_iter().map(|r| r.reason).collect()),
+        Reply::Contacts { added, refused } => {
+            (added.len(), refused.into_iter().map(|r| r.reason).collect())
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -58,14 +74,22 @@ fn bulk_add_crossing_the_limit_adds_up_to_it() {
     let (added, refused) = added_refused(add(&mut s, "alice", &next));
     assert_eq!(added, 5, "195 + 6 at 200 adds 5");
     assert_eq!(refused.len(), 1);
-    assert!(matches!(&refused[0], Refusal::ContactListFull(who, lim) if who == &jid("alice") && lim == "200"));
+    assert!(
+        matches!(&refused[0], Refusal::ContactListFull(who, lim) if who == &jid("alice") && lim == "200")
+    );
     assert_eq!(s.user("alice").unwrap().roster.items.len(), 200);
 }
 
 #[test]
 fn a_user_at_the_limit_cannot_be_added() {
     let mut s = init();
-    ok(&mut s, Command::SetSetting { key: "max_contact_list_size".into(), value: "2".into() });
+    ok(
+        &mut s,
+        Command::SetSetting {
+            key: "max_contact_list_size".into(),
+            value: "2".into(),
+        },
+    );
     for u in ["alice", "bob", "carol", "dave"] {
         user(&mut s, u);
     }
@@ -75,18 +99,33 @@ fn a_user_at_the_limit_cannot_be_added() {
     assert_eq!(added, 0);
     assert!(matches!(&refused[0], Refusal::ContactListFull(who, _) if who == &jid("alice")));
     // a subscription request is refused the same way
-    let (out, ev) = s.apply(&Command::Subscribe { user: "dave".into(), contact: jid("alice") });
+    let (out, ev) = s.apply(&Command::Subscribe {
+        user: "dave".into(),
+        contact: jid("alice"),
+    });
     assert!(matches!(out, Err(Refusal::ContactListFull(..))));
     assert!(ev.is_empty());
     // unlimited lifts it
-    ok(&mut s, Command::SetSetting { key: "max_contact_list_size".into(), value: "unlimited".into() });
+    ok(
+        &mut s,
+        Command::SetSetting {
+            key: "max_contact_list_size".into(),
+            value: "unlimited".into(),
+        },
+    );
     assert_eq!(added_refused(add(&mut s, "dave", &["alice"])).0, 1);
 }
 
 #[test]
 fn watcher_limit() {
     let mut s = init();
-    ok(&mut s, Command::SetSetting { key: "max_watchers".into(), value: "2".into() });
+    ok(
+        &mut s,
+        Command::SetSetting {
+            key: "max_watchers".into(),
+            value: "2".into(),
+        },
+    );
     for u in ["star", "a", "b", "c"] {
         user(&mut s, u);
     }
@@ -94,9 +133,17 @@ fn watcher_limit() {
     assert_eq!(added_refused(add(&mut s, "b", &["star"])).0, 1);
     let (added, refused) = added_refused(add(&mut s, "c", &["star"]));
     assert_eq!(added, 0);
-    assert!(matches!(&refused[0], Refusal::WatchersFull(who, lim) if who == &jid("star") && lim == "2"));
+    assert!(
+        matches!(&refused[0], Refusal::WatchersFull(who, lim) if who == &jid("star") && lim == "2")
+    );
     assert_eq!(s.user("star").unwrap().roster.watcher_count(), 2);
-    ok(&mut s, Command::SetSetting { key: "max_watchers".into(), value: "unlimited".into() });
+    ok(
+        &mut s,
+        Command::SetSetting {
+            key: "max_watchers".into(),
+            value: "unlimited".into(),
+        },
+    );
     assert_eq!(added_refused(add(&mut s, "c", &["star"])).0, 1);
 }
 
@@ -106,34 +153,88 @@ fn subscription_handshake_and_auto_approval() {
     for u in ["alice", "bob", "carol"] {
         user(&mut s, u);
     }
-    let (out, ev) = s.apply(&Command::Subscribe { user: "alice".into(), contact: jid("bob") });
+    let (out, ev) = s.apply(&Command::Subscribe {
+        user: "alice".into(),
+        contact: jid("bob"),
+    });
     assert_eq!(out, Ok(Reply::Subscription { approved: false }));
-    assert!(ev.contains(&Event::SubscriptionRequested { user: "bob".into(), from: jid("alice") }));
+    assert!(ev.contains(&Event::SubscriptionRequested {
+        user: "bob".into(),
+        from: jid("alice")
+    }));
     assert!(s.user("alice").unwrap().roster.items[&jid("bob")].ask);
-    assert!(s.user("bob").unwrap().roster.pending_in.contains(&jid("alice")));
-    ok(&mut s, Command::Approve { user: "bob".into(), requester: jid("alice") });
-    assert_eq!(s.user("alice").unwrap().roster.items[&jid("bob")].subscription, Subscription::To);
-    assert_eq!(s.user("bob").unwrap().roster.items[&jid("alice")].subscription, Subscription::From);
+    assert!(
+        s.user("bob")
+            .unwrap()
+            .roster
+            .pending_in
+            .contains(&jid("alice"))
+    );
+    ok(
+        &mut s,
+        Command::Approve {
+            user: "bob".into(),
+            requester: jid("alice"),
+        },
+    );
+    assert_eq!(
+        s.user("alice").unwrap().roster.items[&jid("bob")].subscription,
+        Subscription::To
+    );
+    assert_eq!(
+        s.user("bob").unwrap().roster.items[&jid("alice")].subscription,
+        Subscription::From
+    );
     assert!(s.user("bob").unwrap().roster.pending_in.is_empty());
     // approving twice is refused: nothing pending
     assert!(matches!(
-        s.apply(&Command::Approve { user: "bob".into(), requester: jid("alice") }).0,
+        s.apply(&Command::Approve {
+            user: "bob".into(),
+            requester: jid("alice")
+        })
+        .0,
         Err(Refusal::NoPendingRequest(..))
     ));
     // carol lets anyone see her without approval
     ok(
         &mut s,
-        Command::SetPolicy { user: "carol".into(), key: PolicyKey::ViewWithoutApproval, value: Override::On },
+        Command::SetPolicy {
+            user: "carol".into(),
+            key: PolicyKey::ViewWithoutApproval,
+            value: Override::On,
+        },
     );
     assert_eq!(
-        s.apply(&Command::Subscribe { user: "alice".into(), contact: jid("carol") }).0,
+        s.apply(&Command::Subscribe {
+            user: "alice".into(),
+            contact: jid("carol")
+        })
+        .0,
         Ok(Reply::Subscription { approved: true })
     );
-    assert_eq!(s.user("alice").unwrap().roster.items[&jid("carol")].subscription, Subscription::To);
+    assert_eq!(
+        s.user("alice").unwrap().roster.items[&jid("carol")].subscription,
+        Subscription::To
+    );
     // alice unsubscribes from bob: bob's bare reciprocal item goes away
-    ok(&mut s, Command::Unsubscribe { user: "alice".into(), contact: jid("bob") });
-    assert_eq!(s.user("alice").unwrap().roster.items[&jid("bob")].subscription, Subscription::None);
-    assert!(!s.user("bob").unwrap().roster.items.contains_key(&jid("alice")));
+    ok(
+        &mut s,
+        Command::Unsubscribe {
+            user: "alice".into(),
+            contact: jid("bob"),
+        },
+    );
+    assert_eq!(
+        s.user("alice").unwrap().roster.items[&jid("bob")].subscription,
+        Subscription::None
+    );
+    assert!(
+        !s.user("bob")
+            .unwrap()
+            .roster
+            .items
+            .contains_key(&jid("alice"))
+    );
     s.check_invariants().unwrap();
 }
 
@@ -145,7 +246,13 @@ fn deleting_an_account_removes_it_from_every_roster() {
     }
     add(&mut s, "alice", &["bob", "carol"]);
     add(&mut s, "carol", &["bob"]);
-    ok(&mut s, Command::Subscribe { user: "bob".into(), contact: jid("alice") });
+    ok(
+        &mut s,
+        Command::Subscribe {
+            user: "bob".into(),
+            contact: jid("alice"),
+        },
+    );
     ok(&mut s, Command::DeleteAccount { user: "bob".into() });
     assert!(s.user("bob").is_none());
     for u in ["alice", "carol"] {
@@ -162,17 +269,42 @@ fn deleting_an_account_removes_it_from_every_roster() {
 fn offline_queue_cap_and_suppression() {
     let mut s = init();
     user(&mut s, "bob");
-    ok(&mut s, Command::SetSetting { key: "offline_queue_max_per_user".into(), value: "2".into() });
+    ok(
+        &mut s,
+        Command::SetSetting {
+            key: "offline_queue_max_per_user".into(),
+            value: "2".into(),
+        },
+    );
     let msg = |n: u64| Command::OfflineEnqueue {
         user: "bob".into(),
-        message: OfflineMessage { from: jid("alice") + "/r", stamp_ms: n, payload: format!("m{n}") },
+        message: OfflineMessage {
+            from: jid("alice") + "/r",
+            stamp_ms: n,
+            payload: format!("m{n}"),
+        },
     };
     assert_eq!(ok(&mut s, msg(1)), Reply::Queued { seq: 0 });
     assert_eq!(ok(&mut s, msg(2)), Reply::Queued { seq: 1 });
-    assert!(matches!(s.apply(&msg(3)).0, Err(Refusal::OfflineQueueFull(_, 2))));
-    ok(&mut s, Command::OfflineAck { user: "bob".into(), upto: 0 });
+    assert!(matches!(
+        s.apply(&msg(3)).0,
+        Err(Refusal::OfflineQueueFull(_, 2))
+    ));
+    ok(
+        &mut s,
+        Command::OfflineAck {
+            user: "bob".into(),
+            upto: 0,
+        },
+    );
     assert_eq!(ok(&mut s, msg(4)), Reply::Queued { seq: 2 });
-    ok(&mut s, Command::SetSetting { key: "suppress_offline_im".into(), value: "on".into() });
+    ok(
+        &mut s,
+        Command::SetSetting {
+            key: "suppress_offline_im".into(),
+            value: "on".into(),
+        },
+    );
     assert_eq!(s.apply(&msg(5)).0, Err(Refusal::OfflineSuppressed));
     let q = &s.user("bob").unwrap().offline;
     assert_eq!(q.messages.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
@@ -183,11 +315,24 @@ fn bad_values_are_refused_without_change() {
     let mut s = init();
     let before = s.records();
     for c in [
-        Command::SetSetting { key: "nope".into(), value: "1".into() },
-        Command::SetSetting { key: "max_watchers".into(), value: "lots".into() },
-        Command::CreateAccount { user: "Bad Name".into(), credentials: creds() },
-        Command::DeleteAccount { user: "ghost".into() },
-        Command::Init { domain: "other.test".into() },
+        Command::SetSetting {
+            key: "nope".into(),
+            value: "1".into(),
+        },
+        Command::SetSetting {
+            key: "max_watchers".into(),
+            value: "lots".into(),
+        },
+        Command::CreateAccount {
+            user: "Bad Name".into(),
+            credentials: creds(),
+        },
+        Command::DeleteAccount {
+            user: "ghost".into(),
+        },
+        Command::Init {
+            domain: "other.test".into(),
+        },
     ] {
         let (out, ev) = s.apply(&c);
         assert!(out.is_err(), "{c:?} accepted");
@@ -242,7 +387,16 @@ fn arb_command() -> impl Strategy<Value = Command> {
 
 fn sizes(s: &State) -> BTreeMap<String, (usize, usize, usize)> {
     s.users()
-        .map(|(u, d)| (u.clone(), (d.roster.items.len(), d.roster.watcher_count(), d.offline.messages.len())))
+        .map(|(u, d)| {
+            (
+                u.clone(),
+                (
+                    d.roster.items.len(),
+                    d.roster.watcher_count(),
+                    d.offline.messages.len(),
+                ),
+            )
+        })
         .collect()
 }
 

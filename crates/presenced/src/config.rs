@@ -103,13 +103,17 @@ fn default_sip() -> SocketAddr {
 
 /// Load and validate a config file; the error names the file and the key.
 pub fn load(path: &Path) -> Result<(Config, String), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("config {}: {}", path.display(), one_line(&e, &text)))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    let mut cfg: Config = toml::from_str(&text)
+        .map_err(|e| format!("config {}: {}", path.display(), one_line(&e, &text)))?;
     let base = path.parent().unwrap_or(Path::new("."));
     if cfg.data_dir.is_relative() {
         cfg.data_dir = base.join(&cfg.data_dir);
     }
-    let secret = cfg.validate(base).map_err(|e| format!("config {}: {e}", path.display()))?;
+    let secret = cfg
+        .validate(base)
+        .map_err(|e| format!("config {}: {e}", path.display()))?;
     Ok((cfg, secret))
 }
 
@@ -136,12 +140,21 @@ impl Config {
         presenced_model::names::normalize_domain(&self.domain)
             .ok()
             .filter(|d| *d == self.domain && d.contains('.'))
-            .ok_or_else(|| format!("domain: {:?} is not a lowercase domain name like example.test", self.domain))?;
+            .ok_or_else(|| {
+                format!(
+                    "domain: {:?} is not a lowercase domain name like example.test",
+                    self.domain
+                )
+            })?;
         let secret = match (&self.secret, &self.secret_file) {
             (Some(_), Some(_)) => return Err("secret and secret_file: set only one".into()),
             (Some(s), None) => s.clone(),
             (None, Some(f)) => {
-                let f = if f.is_relative() { base.join(f) } else { f.clone() };
+                let f = if f.is_relative() {
+                    base.join(f)
+                } else {
+                    f.clone()
+                };
                 std::fs::read_to_string(&f)
                     .map_err(|e| format!("secret_file: cannot read {}: {e}", f.display()))?
                     .trim()
@@ -156,7 +169,12 @@ impl Config {
             return Err("secret: must be printable ASCII without spaces".into());
         }
         let l = &self.listen;
-        let ports = [("listen.cluster", l.cluster), ("listen.admin", l.admin), ("listen.http", l.http), ("listen.xmpp", l.xmpp)];
+        let ports = [
+            ("listen.cluster", l.cluster),
+            ("listen.admin", l.admin),
+            ("listen.http", l.http),
+            ("listen.xmpp", l.xmpp),
+        ];
         for (i, (a, x)) in ports.iter().enumerate() {
             if let Some((b, _)) = ports[i + 1..].iter().find(|(_, y)| y == x) {
                 return Err(format!("{a} and {b}: both use {x}"));
@@ -189,7 +207,11 @@ impl Config {
     pub fn cluster(&self, secret: String) -> ClusterConfig {
         ClusterConfig {
             node_id: self.node_id,
-            advertise: self.listen.advertise.clone().unwrap_or_else(|| self.listen.cluster.to_string()),
+            advertise: self
+                .listen
+                .advertise
+                .clone()
+                .unwrap_or_else(|| self.listen.cluster.to_string()),
             data_dir: self.data_dir.clone(),
             secret,
             domain: self.domain.clone(),
@@ -239,14 +261,29 @@ http = "127.0.0.1:7301"
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (GOOD.replace("node_id = 1", "node_id = 1\nbogus = 3"), "bogus"),
+            (
+                GOOD.replace("node_id = 1", "node_id = 1\nbogus = 3"),
+                "bogus",
+            ),
             (GOOD.replace("node_id = 1", "node_id = 0"), "node_id"),
-            (GOOD.replace("\"example.test\"", "\"Not A Domain\""), "domain"),
+            (
+                GOOD.replace("\"example.test\"", "\"Not A Domain\""),
+                "domain",
+            ),
             (GOOD.replace("0123456789abcdef", "short"), "secret"),
-            (GOOD.replace("127.0.0.1:7301", "127.0.0.1:7201"), "listen.admin"),
+            (
+                GOOD.replace("127.0.0.1:7301", "127.0.0.1:7201"),
+                "listen.admin",
+            ),
             (GOOD.replace("127.0.0.1:7301", "nowhere"), "http"),
-            (GOOD.replace("[listen]", "[raft]\nheartbeat_ms = 900\n[listen]"), "raft.election_min_ms"),
-            (GOOD.replace("[listen]", "[raft]\nsnapshot_evry = 1\n[listen]"), "snapshot_evry"),
+            (
+                GOOD.replace("[listen]", "[raft]\nheartbeat_ms = 900\n[listen]"),
+                "raft.election_min_ms",
+            ),
+            (
+                GOOD.replace("[listen]", "[raft]\nsnapshot_evry = 1\n[listen]"),
+                "snapshot_evry",
+            ),
             (GOOD.replace("node_id = 1", "node_id = \"one\""), "node_id"),
         ];
         for (text, key) in cases {

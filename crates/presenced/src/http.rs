@@ -31,20 +31,27 @@ async fn health(State(c): State<Ctx>) -> impl IntoResponse {
         c.node.id,
         m.state,
         m.current_term,
-        m.current_leader.map_or("none".to_string(), |l| l.to_string()),
+        m.current_leader
+            .map_or("none".to_string(), |l| l.to_string()),
         c.node.applied_index(),
         c.node.committed_index()
     );
     match c.node.health() {
         Ok(()) => (StatusCode::OK, format!("ok: {detail}\n")),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}; {detail}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {e}; {detail}\n"),
+        ),
     }
 }
 
 async fn render(State(c): State<Ctx>) -> impl IntoResponse {
     c.metrics.run_upkeep();
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         c.metrics.render(),
     )
 }

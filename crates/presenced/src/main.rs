@@ -18,7 +18,11 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "presenced", version, about = "A clustered IM and presence server node")]
+#[command(
+    name = "presenced",
+    version,
+    about = "A clustered IM and presence server node"
+)]
 struct Args {
     /// The node's TOML configuration file.
     #[arg(long, short)]
@@ -50,12 +54,18 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("openraft=warn,{}", cfg.log_level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cfg.log_format {
         config::LogFormat::Text => builder.init(),
         config::LogFormat::Json => builder.json().init(),
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("presenced").build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("presenced")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("presenced: cannot start runtime: {e}");
@@ -74,20 +84,27 @@ fn main() -> ExitCode {
 
 async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
         .context("metrics buckets")?
         .install_recorder()
         .context("metrics recorder")?;
     // Bind everything first: a port in use stops the node before it touches Raft.
     let bind = |name: &'static str, addr| async move {
-        TcpListener::bind(addr).await.with_context(|| format!("listen.{name}: cannot bind {addr}"))
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen.{name}: cannot bind {addr}"))
     };
     let cluster_l = bind("cluster", cfg.listen.cluster).await?;
     let admin_l = bind("admin", cfg.listen.admin).await?;
     let http_l = bind("http", cfg.listen.http).await?;
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
 
-    let node = ClusterNode::start(cfg.cluster(secret)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = ClusterNode::start(cfg.cluster(secret))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(
         node = cfg.node_id,
         domain = %cfg.domain,
@@ -109,7 +126,8 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
     let admin = tonic::transport::Server::builder()
         .add_service(presenced_admin::server(node.clone()))
         .serve_with_incoming_shutdown(incoming(admin_l), stopped(stop_rx.clone()));
-    let web = axum::serve(http_l, http::router(node.clone(), metrics)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let web = axum::serve(http_l, http::router(node.clone(), metrics))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
 
     let servers = tokio::spawn(async move {
         tokio::select! {

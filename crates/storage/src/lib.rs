@@ -85,14 +85,19 @@ fn idx(i: u64) -> [u8; 8] {
 }
 
 fn un_idx(k: &[u8]) -> Result<u64> {
-    let b: [u8; 8] = k.try_into().map_err(|_| StoreError::Corrupt(format!("log key of {} bytes", k.len())))?;
+    let b: [u8; 8] = k
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("log key of {} bytes", k.len())))?;
     Ok(u64::from_be_bytes(b))
 }
 
 impl SledStore {
     /// Open (or create) the store under `dir`. `cache_bytes` bounds sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
         let meta = db.open_tree("meta")?;
         let name = match meta.get(SM_TREE)? {
             Some(n) => n.to_vec(),
@@ -192,7 +197,10 @@ impl Store for SledStore {
         let records = sm
             .iter()
             .filter(|kv| !matches!(kv, Ok((k, _)) if k.as_ref() == APPLIED))
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
+            .map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok((applied, records))
     }
@@ -257,8 +265,16 @@ mod tests {
     fn log_ranges_truncate_purge() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        s.append((1..=10).map(|i| (i, vec![i as u8])).collect()).unwrap();
-        assert_eq!(s.read_range(3, Some(6)).unwrap().iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 4, 5]);
+        s.append((1..=10).map(|i| (i, vec![i as u8])).collect())
+            .unwrap();
+        assert_eq!(
+            s.read_range(3, Some(6))
+                .unwrap()
+                .iter()
+                .map(|e| e.0)
+                .collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
         s.truncate_from(8).unwrap();
         assert_eq!(s.last_entry().unwrap().unwrap().0, 7);
         s.purge_upto(4).unwrap();
@@ -270,18 +286,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-            s.sm_commit(vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), Some(b"2".to_vec()))], b"5").unwrap();
+            s.sm_commit(
+                vec![
+                    (b"a".to_vec(), Some(b"1".to_vec())),
+                    (b"b".to_vec(), Some(b"2".to_vec())),
+                ],
+                b"5",
+            )
+            .unwrap();
             s.sm_commit(vec![(b"a".to_vec(), None)], b"6").unwrap();
             let (applied, recs) = s.sm_load().unwrap();
             assert_eq!(applied.as_deref(), Some(&b"6"[..]));
             assert_eq!(recs, vec![(b"b".to_vec(), b"2".to_vec())]);
-            s.sm_replace(vec![(b"z".to_vec(), b"9".to_vec())], b"42").unwrap();
+            s.sm_replace(vec![(b"z".to_vec(), b"9".to_vec())], b"42")
+                .unwrap();
             s.flush().unwrap();
         }
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
         let (applied, recs) = s.sm_load().unwrap();
         assert_eq!(applied.as_deref(), Some(&b"42"[..]));
         assert_eq!(recs, vec![(b"z".to_vec(), b"9".to_vec())]);
-        assert_eq!(s.db.tree_names().iter().filter(|t| t.starts_with(b"sm.")).count(), 1);
+        assert_eq!(
+            s.db.tree_names()
+                .iter()
+                .filter(|t| t.starts_with(b"sm."))
+                .count(),
+            1
+        );
     }
 }
