@@ -6,6 +6,7 @@
 use std::io::Cursor;
 
 pub mod auth;
+mod batcher;
 mod network;
 mod node;
 mod service;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use presenced_model::{Command, Event, Outcome, State};
 use presenced_proto::raft::cluster_client::ClusterClient;
@@ -109,6 +109,7 @@ impl From<ClusterError> for tonic::Status {
 }
 
 /// Result of a leader-only operation: done, or "ask the leader instead".
+#[derive(Clone)]
 pub enum Leader {
     NotLeader(String),
     Err(ClusterError),
@@ -172,6 +173,7 @@ pub struct ClusterNode {
     check: CheckSecret,
     peers: Mutex<HashMap<String, PeerClient>>,
     membership_lock: tokio::sync::Mutex<()>,
+    batcher: crate::batcher::Batcher,
     timeout: Duration,
     store: Arc<dyn Store>,
 }
@@ -264,7 +266,9 @@ impl ClusterNode {
         )
         .await
         .map_err(|e| ClusterError::Internal(format!("raft start: {e}")))?;
+        let batcher = crate::batcher::Batcher::start(raft.clone(), cfg.node_id, cfg.timeout);
         let node = Arc::new(ClusterNode {
+            batcher,
             id: cfg.node_id,
             domain: cfg.domain.clone(),
             advertise: cfg.advertise.clone(),
@@ -408,14 +412,6 @@ impl ClusterNode {
         Ok(c)
     }
 
-    fn leader_addr(&self, f: &ForwardToLeader<NodeId, Node>) -> Option<String> {
-        match (&f.leader_id, &f.leader_node) {
-            (Some(id), _) if *id == self.id => None,
-            (_, Some(n)) => Some(n.addr.clone()),
-            _ => None,
-        }
-    }
-
     // ------------------------------------------------------------ writes
 
     /// Propose a command and wait until it is committed and applied; returns the state
@@ -519,27 +515,7 @@ impl ClusterNode {
 
     /// Propose on this node, which must be the leader.
     pub(crate) async fn propose_as_leader(&self, cmd: Command) -> Result<(Outcome, u64), Leader> {
-        let res = tokio::time::timeout(self.timeout, self.raft.client_write(cmd)).await;
-        match res {
-            Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Leader::NotLeader(
-                    self.leader_addr(&f)
-                        .map(|a| format!("; leader at {a}"))
-                        .unwrap_or_default(),
-                ))
-            }
-            Ok(Err(RaftError::APIError(e))) => {
-                Err(Leader::Err(ClusterError::Internal(e.to_string())))
-            }
-            Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!(
-                "raft stopped: {f}"
-            )))),
-            Err(_) => Err(Leader::Err(ClusterError::Unavailable(format!(
-                "no quorum: write not committed within {:?}; it may still be applied",
-                self.timeout
-            )))),
-        }
+        self.batcher.propose(cmd).await
     }
 
     // ------------------------------------------------------------ linearizable reads

@@ -184,6 +184,11 @@ pub enum Command {
         user: String,
         upto: u64,
     },
+    /// Several commands proposed together (the leader batches concurrent proposals into
+    /// one log entry). Each is applied in order with its own outcome; batches do not nest.
+    Batch {
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
@@ -206,6 +211,7 @@ impl Command {
             Command::Revoke { .. } => "revoke",
             Command::OfflineEnqueue { .. } => "offline_enqueue",
             Command::OfflineAck { .. } => "offline_ack",
+            Command::Batch { .. } => "batch",
         }
     }
 }
@@ -237,6 +243,10 @@ pub enum Reply {
     },
     Queued {
         seq: u64,
+    },
+    /// One outcome per command of a [`Command::Batch`], in order.
+    Batch {
+        outcomes: Vec<Outcome>,
     },
 }
 

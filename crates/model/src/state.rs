@@ -216,6 +216,27 @@ impl State {
 
     fn apply_inner(&mut self, cmd: &Command, ev: &mut Vec<Event>) -> Outcome {
         match cmd {
+            Command::Batch { commands } => {
+                let mut outcomes = Vec::with_capacity(commands.len());
+                for c in commands {
+                    outcomes.push(match c {
+                        Command::Batch { .. } => {
+                            Err(Refusal::BadValue("batches do not nest".into()))
+                        }
+                        c => {
+                            let mut own = Vec::new();
+                            let out = self.apply_inner(c, &mut own);
+                            debug_assert!(
+                                out.is_ok() || own.is_empty(),
+                                "a refused command must not emit events"
+                            );
+                            ev.extend(own);
+                            out
+                        }
+                    });
+                }
+                Ok(Reply::Batch { outcomes })
+            }
             Command::Init { domain } => {
                 names::validate_domain(domain)?;
                 match &self.meta.domain {

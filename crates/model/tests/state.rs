@@ -358,6 +358,13 @@ fn arb_contact() -> impl Strategy<Value = String> {
 }
 
 fn arb_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        12 => arb_single(),
+        1 => prop::collection::vec(arb_single(), 0..5).prop_map(|commands| Command::Batch { commands }),
+    ]
+}
+
+fn arb_single() -> impl Strategy<Value = Command> {
     let key = prop::sample::select(vec![
         "max_contact_list_size",
         "max_watchers",

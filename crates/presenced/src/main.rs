@@ -118,7 +118,15 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let incoming = |l: TcpListener| tokio_stream::wrappers::TcpListenerStream::new(l);
+    // Small RPCs must not wait for Nagle + delayed ACK (40 ms stalls): no delay on every socket.
+    let incoming = |l: TcpListener| {
+        use tokio_stream::StreamExt;
+        tokio_stream::wrappers::TcpListenerStream::new(l).map(|s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        })
+    };
 
     let grpc = node
         .grpc()
