@@ -83,6 +83,18 @@ fn setting_msg(def: &settings::SettingDef, value: Value) -> Setting {
     }
 }
 
+/// The setting as the state machine applied it (this node's replica may trail by a few
+/// milliseconds, so the leader's reply is the answer, not a local read).
+fn applied_setting(def: &settings::SettingDef, reply: Reply) -> Result<Setting, Status> {
+    match reply {
+        Reply::Setting { value, .. } => Ok(setting_msg(
+            def,
+            settings::parse_value(def, &value).map_err(refusal)?,
+        )),
+        other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
 fn user_info(s: &State, name: &str) -> Option<UserInfo> {
     let d = s.user(name)?;
     Some(UserInfo {
@@ -296,16 +308,13 @@ impl Admin for AdminService {
             // Validate here for a quick answer; apply validates again deterministically.
             let def = settings::resolve_key(&key).map_err(refusal)?;
             settings::parse_value(def, &value).map_err(refusal)?;
-            self.apply(Command::SetSetting {
-                key: def.key.into(),
-                value,
-            })
-            .await?;
-            let v = self
-                .node
-                .read(|s| s.settings().get(def.key))
-                .expect("known key");
-            Ok(setting_msg(def, v))
+            let reply = self
+                .apply(Command::SetSetting {
+                    key: def.key.into(),
+                    value,
+                })
+                .await?;
+            applied_setting(def, reply)
         })
         .await
     }
@@ -314,15 +323,12 @@ impl Admin for AdminService {
         let key = r.into_inner().key;
         traced("settings_reset", async {
             let def = settings::resolve_key(&key).map_err(refusal)?;
-            self.apply(Command::ResetSetting {
-                key: def.key.into(),
-            })
-            .await?;
-            let v = self
-                .node
-                .read(|s| s.settings().get(def.key))
-                .expect("known key");
-            Ok(setting_msg(def, v))
+            let reply = self
+                .apply(Command::ResetSetting {
+                    key: def.key.into(),
+                })
+                .await?;
+            applied_setting(def, reply)
         })
         .await
     }
@@ -404,7 +410,9 @@ impl Admin for AdminService {
             })
             .await?;
             self.node
-                .read(|s| user_info(s, &user))
+                .linearizable(|s| user_info(s, &user))
+                .await
+                .map_err(cluster)?
                 .ok_or_else(|| refusal(Refusal::UnknownUser(user)))
         })
         .await

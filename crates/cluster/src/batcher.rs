@@ -1,127 +1,164 @@
-//! Proposal batching on the leader: concurrent writes are grouped into one
-//! `Command::Batch` log entry, so one append, one fsync, one replication round and one
-//! apply serve many callers. At most `MAX_IN_FLIGHT` batches are proposed at once;
-//! while they are in flight, new proposals queue up and form the next, larger batch, so
-//! batches grow with load and a lone write is proposed at once, unbatched.
+//! Proposal batching: concurrent writes on a node are grouped into one `Command::Batch`,
+//! proposed as one log entry on the leader (or forwarded to it in one call from a
+//! follower), so one RPC, one append, one fsync, one replication round and one apply
+//! serve many callers. On the leader, batches forwarded by followers join the leader's
+//! own next batch (flattened), so each commit round carries one entry.
+//!
+//! At most `MAX_IN_FLIGHT` batches are under way at once; while one is, new writes queue
+//! up and form the next, larger batch. Batches thus grow with load, and a lone write
+//! goes out at once, unbatched.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Weak;
 
-use openraft::Raft;
-use openraft::error::{ClientWriteError, RaftError};
 use presenced_model::{Command, Outcome, Reply};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::node::{ClusterError, Leader};
-use crate::{NodeId, TypeConfig};
+use crate::node::{ClusterError, ClusterNode};
 
-const MAX_IN_FLIGHT: usize = 2;
-const MAX_BATCH: usize = 512;
+const MAX_IN_FLIGHT: usize = 1;
+const MAX_BATCH: usize = 1024;
 
-type Answer = Result<(Outcome, u64), Leader>;
+type Answer = Result<(Outcome, u64), ClusterError>;
 
 struct Proposal {
     cmd: Command,
+    /// Forwarded by a follower: propose here or answer NotLeader, never forward again.
+    local_only: bool,
     reply: oneshot::Sender<Answer>,
 }
 
-#[derive(Clone)]
 pub(crate) struct Batcher {
     tx: mpsc::Sender<Proposal>,
 }
 
 impl Batcher {
-    pub(crate) fn start(raft: Raft<TypeConfig>, id: NodeId, timeout: Duration) -> Self {
+    pub(crate) fn start(node: Weak<ClusterNode>) -> Self {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
-        tokio::spawn(run(raft, id, timeout, rx));
+        tokio::spawn(run(node, rx));
         Batcher { tx }
     }
 
-    pub(crate) async fn propose(&self, cmd: Command) -> Answer {
+    /// Propose `cmd` (with whatever else is waiting) wherever the leader is, and wait for
+    /// its own outcome and the index of the log entry that carried it.
+    pub(crate) async fn submit(&self, cmd: Command) -> Answer {
+        self.send(cmd, false).await
+    }
+
+    /// Like `submit`, for a command forwarded by another node: `NotLeader` unless this
+    /// node leads. A `Command::Batch` answers with a `Reply::Batch` of its own outcomes.
+    pub(crate) async fn submit_local(&self, cmd: Command) -> Answer {
+        self.send(cmd, true).await
+    }
+
+    async fn send(&self, cmd: Command, local_only: bool) -> Answer {
         let (reply, rx) = oneshot::channel();
-        let stopped = || {
-            Leader::Err(ClusterError::Unavailable(
-                "this node is shutting down".into(),
-            ))
-        };
+        let stopped = || ClusterError::Unavailable("this node is shutting down".into());
         self.tx
-            .send(Proposal { cmd, reply })
+            .send(Proposal {
+                cmd,
+                local_only,
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
 
-async fn run(
-    raft: Raft<TypeConfig>,
-    id: NodeId,
-    timeout: Duration,
-    mut rx: mpsc::Receiver<Proposal>,
-) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+async fn run(node: Weak<ClusterNode>, mut rx: mpsc::Receiver<Proposal>) {
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut size = batch[0].cmd.len();
+        while size < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    size += p.cmd.len();
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let Some(node) = node.upgrade() else { return };
         tokio::spawn(async move {
             let _permit = permit;
-            metrics::histogram!("presenced_raft_proposal_batch").record(batch.len() as f64);
-            if batch.len() == 1 {
-                let p = batch.pop().expect("one proposal");
-                let _ = p.reply.send(propose(&raft, id, p.cmd, timeout).await);
-                return;
-            }
-            let (cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Answer>>) =
-                batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-            let n = cmds.len();
-            match propose(&raft, id, Command::Batch { commands: cmds }, timeout).await {
-                Ok((Ok(Reply::Batch { outcomes }), index)) if outcomes.len() == n => {
-                    for (reply, out) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok((out, index)));
-                    }
-                }
-                Ok((other, _)) => {
-                    let e = ClusterError::Internal(format!("batch of {n} answered {other:?}"));
-                    for reply in replies {
-                        let _ = reply.send(Err(Leader::Err(e.clone())));
-                    }
-                }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
+            propose_batch(&node, batch).await;
         });
     }
 }
 
-/// Propose one log entry on this node; `NotLeader` when another node leads (nothing was
-/// proposed, so the caller may safely send it to the leader).
-async fn propose(raft: &Raft<TypeConfig>, id: NodeId, cmd: Command, timeout: Duration) -> Answer {
-    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
-        Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            let hint = match (f.leader_id, f.leader_node) {
-                (Some(l), Some(n)) if l != id => format!("; leader at {}", n.addr),
-                _ => String::new(),
-            };
-            Err(Leader::NotLeader(hint))
+trait Len {
+    fn len(&self) -> usize;
+}
+
+impl Len for Command {
+    /// Commands a proposal contributes to a flattened batch.
+    fn len(&self) -> usize {
+        match self {
+            Command::Batch { commands } => commands.len(),
+            _ => 1,
         }
-        Ok(Err(RaftError::APIError(e))) => Err(Leader::Err(ClusterError::Internal(e.to_string()))),
-        Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!(
-            "raft stopped: {f}"
-        )))),
-        Err(_) => Err(Leader::Err(ClusterError::Unavailable(format!(
-            "no quorum: write not committed within {timeout:?}; it may still be applied"
-        )))),
+    }
+}
+
+async fn propose_batch(node: &ClusterNode, mut batch: Vec<Proposal>) {
+    if !node.is_leader() {
+        // Forwarded proposals must not be forwarded again (no loops during elections).
+        let (local, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.local_only);
+        for p in local {
+            let _ = p.reply.send(Err(ClusterError::NotLeader));
+        }
+        batch = rest;
+        if batch.is_empty() {
+            return;
+        }
+    }
+    metrics::histogram!("presenced_raft_proposal_batch")
+        .record(batch.iter().map(|p| p.cmd.len()).sum::<usize>() as f64);
+    if batch.len() == 1 {
+        let p = batch.pop().expect("one proposal");
+        let _ = p.reply.send(node.propose_anywhere(p.cmd).await);
+        return;
+    }
+    // Flatten: nested batches (forwarded by followers) contribute their commands.
+    let mut commands = Vec::new();
+    let mut parts = Vec::with_capacity(batch.len());
+    for p in batch {
+        let nested = matches!(p.cmd, Command::Batch { .. });
+        let start = commands.len();
+        match p.cmd {
+            Command::Batch { commands: inner } => commands.extend(inner),
+            cmd => commands.push(cmd),
+        }
+        parts.push((p.reply, start, commands.len() - start, nested));
+    }
+    let n = commands.len();
+    match node.propose_anywhere(Command::Batch { commands }).await {
+        Ok((Ok(Reply::Batch { outcomes }), index)) if outcomes.len() == n => {
+            let mut outcomes = outcomes.into_iter();
+            for (reply, _, len, nested) in parts {
+                let mine: Vec<Outcome> = outcomes.by_ref().take(len).collect();
+                let answer = if nested {
+                    Ok(Reply::Batch { outcomes: mine })
+                } else {
+                    mine.into_iter().next().expect("one outcome per command")
+                };
+                let _ = reply.send(Ok((answer, index)));
+            }
+        }
+        Ok((other, _)) => {
+            let e = ClusterError::Internal(format!("batch of {n} answered {other:?}"));
+            for (reply, ..) in parts {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for (reply, ..) in parts {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
     }
 }

@@ -94,6 +94,9 @@ pub enum ClusterError {
     NotFound(String),
     #[error("{0}")]
     Internal(String),
+    /// This node does not lead; nothing was proposed (a forwarding peer retries).
+    #[error("{NOT_LEADER}")]
+    NotLeader,
 }
 
 impl From<ClusterError> for tonic::Status {
@@ -104,6 +107,7 @@ impl From<ClusterError> for tonic::Status {
             ClusterError::Conflict(m) => tonic::Status::failed_precondition(m),
             ClusterError::NotFound(m) => tonic::Status::not_found(m),
             ClusterError::Internal(m) => tonic::Status::internal(m),
+            ClusterError::NotLeader => tonic::Status::failed_precondition(NOT_LEADER),
         }
     }
 }
@@ -266,9 +270,8 @@ impl ClusterNode {
         )
         .await
         .map_err(|e| ClusterError::Internal(format!("raft start: {e}")))?;
-        let batcher = crate::batcher::Batcher::start(raft.clone(), cfg.node_id, cfg.timeout);
-        let node = Arc::new(ClusterNode {
-            batcher,
+        let node = Arc::new_cyclic(|me| ClusterNode {
+            batcher: crate::batcher::Batcher::start(me.clone()),
             id: cfg.node_id,
             domain: cfg.domain.clone(),
             advertise: cfg.advertise.clone(),
@@ -414,16 +417,36 @@ impl ClusterNode {
 
     // ------------------------------------------------------------ writes
 
-    /// Propose a command and wait until it is committed and applied; returns the state
-    /// machine's outcome. Forwards to the leader as needed.
+    /// Like [`ClusterNode::write`], and also wait until this node's replica has applied
+    /// the command (read-your-writes on this node; a follower learns the commit point
+    /// with the leader's next message, so this costs up to one more replication round).
+    pub async fn write_visible(&self, cmd: Command) -> Result<Outcome, ClusterError> {
+        let (out, index) = self.write_indexed(cmd).await?;
+        self.raft
+            .wait(Some(self.timeout))
+            .applied_index_at_least(Some(index), "read-your-writes")
+            .await
+            .map_err(|e| {
+                ClusterError::Unavailable(format!("committed, but not applied here yet: {e}"))
+            })?;
+        Ok(out)
+    }
+
+    /// Propose a command and wait until it is committed (and applied by the leader);
+    /// returns the state machine's outcome. This node's replica may apply it a few
+    /// milliseconds later: use [`ClusterNode::write_visible`] to read it back locally.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, ClusterError> {
+        self.write_indexed(cmd).await.map(|(out, _)| out)
+    }
+
+    async fn write_indexed(&self, cmd: Command) -> Result<(Outcome, u64), ClusterError> {
         let op = cmd.name();
         let span = tracing::info_span!("raft_command", op, node = self.id);
         let t = Instant::now();
-        let res = self.write_inner(cmd).instrument(span).await;
+        let res = self.batcher.submit(cmd).instrument(span).await;
         let result = match &res {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(_)) => "refused",
+            Ok((Ok(_), _)) => "ok",
+            Ok((Err(_), _)) => "refused",
             Err(_) => "error",
         };
         metrics::counter!("presenced_raft_proposals_total", "op" => op, "result" => result)
@@ -432,14 +455,35 @@ impl ClusterNode {
         res
     }
 
-    async fn write_inner(&self, cmd: Command) -> Result<Outcome, ClusterError> {
+    /// Propose `cmd` as one log entry: here if this node leads, otherwise on the leader
+    /// (one forward, whatever the command holds). Waits for a leader up to the timeout.
+    pub(crate) async fn propose_anywhere(
+        &self,
+        cmd: Command,
+    ) -> Result<(Outcome, u64), ClusterError> {
         let deadline = Instant::now() + self.timeout;
         let mut last = String::from("no leader elected");
         loop {
-            match self.propose_as_leader(cmd.clone()).await {
-                Ok((out, _)) => return Ok(out),
-                Err(Leader::Err(e)) => return Err(e),
-                Err(Leader::NotLeader(_)) => {}
+            // When this node leads, propose here, moving the command (batches are big, and
+            // cloning them showed in profiles).
+            if self.metrics().current_leader == Some(self.id) {
+                return match self.propose_local(cmd).await {
+                    Ok(r) => Ok(r),
+                    Err(Leader::Err(e)) => Err(e),
+                    // Lost the leadership between the check and the proposal: nothing was
+                    // proposed, so the caller may simply retry.
+                    Err(Leader::NotLeader(_)) => Err(ClusterError::Unavailable(
+                        "the leadership moved while proposing; nothing was applied, retry".into(),
+                    )),
+                };
+            }
+            // A node that knows no leader may be the first to learn it won: try here too.
+            if self.forward_target().await.is_none() {
+                match self.propose_local(cmd.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(Leader::Err(e)) => return Err(e),
+                    Err(Leader::NotLeader(_)) => {}
+                }
             }
             if let Some(addr) = self.forward_target().await {
                 let mut c = self.peer(&addr)?;
@@ -451,22 +495,10 @@ impl ClusterNode {
                 match c.propose(req).await {
                     Ok(r) => {
                         let r = r.into_inner();
-                        // Read-your-writes on this node: wait until it applied the entry too.
-                        let wait = remaining(deadline).max(Duration::from_secs(1));
-                        if let Err(e) = self
-                            .raft
-                            .wait(Some(wait))
-                            .applied_index_at_least(Some(r.log_index), "forwarded write")
-                            .await
-                        {
-                            tracing::warn!(
-                                index = r.log_index,
-                                "forwarded write committed but not yet applied here: {e}"
-                            );
-                        }
-                        return serde_json::from_slice(&r.outcome).map_err(|e| {
+                        let out = serde_json::from_slice(&r.outcome).map_err(|e| {
                             ClusterError::Internal(format!("bad outcome from leader: {e}"))
-                        });
+                        })?;
+                        return Ok((out, r.log_index));
                     }
                     Err(s)
                         if s.code() == tonic::Code::FailedPrecondition
@@ -500,6 +532,19 @@ impl ClusterNode {
         }
     }
 
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Propose a command forwarded by a follower: batched with this node's own writes,
+    /// `NotLeader` unless this node leads.
+    pub(crate) async fn propose_forwarded(
+        &self,
+        cmd: Command,
+    ) -> Result<(Outcome, u64), ClusterError> {
+        self.batcher.submit_local(cmd).await
+    }
+
     /// Where to forward a leader-only call now, if a leader other than this node is known.
     async fn forward_target(&self) -> Option<String> {
         let m = self.metrics();
@@ -513,9 +558,25 @@ impl ClusterNode {
             .map(|n| n.addr.clone())
     }
 
-    /// Propose on this node, which must be the leader.
-    pub(crate) async fn propose_as_leader(&self, cmd: Command) -> Result<(Outcome, u64), Leader> {
-        self.batcher.propose(cmd).await
+    /// Propose one log entry on this node; `NotLeader` (nothing proposed) when another
+    /// node leads.
+    pub(crate) async fn propose_local(&self, cmd: Command) -> Result<(Outcome, u64), Leader> {
+        match tokio::time::timeout(self.timeout, self.raft.client_write(cmd)).await {
+            Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(Leader::NotLeader(String::new()))
+            }
+            Ok(Err(RaftError::APIError(e))) => {
+                Err(Leader::Err(ClusterError::Internal(e.to_string())))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!(
+                "raft stopped: {f}"
+            )))),
+            Err(_) => Err(Leader::Err(ClusterError::Unavailable(format!(
+                "no quorum: write not committed within {:?}; it may still be applied",
+                self.timeout
+            )))),
+        }
     }
 
     // ------------------------------------------------------------ linearizable reads

@@ -49,7 +49,7 @@ impl Cluster for ClusterService {
     async fn propose(&self, r: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
         let cmd = serde_json::from_slice(&r.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
-        let (outcome, index) = self.0.propose_as_leader(cmd).await.map_err(Status::from)?;
+        let (outcome, index) = self.0.propose_forwarded(cmd).await.map_err(Status::from)?;
         let outcome = serde_json::to_vec(&outcome).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ProposeReply {
             outcome,

@@ -334,7 +334,7 @@ fn decode_snapshot(b: &[u8]) -> Result<(SnapshotMeta<NodeId, Node>, Records), St
 pub struct SnapshotBuilder {
     store: Arc<dyn Store>,
     applied: Applied,
-    records: Records,
+    state: State,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -348,7 +348,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.applied.membership.clone(),
             snapshot_id,
         };
-        let records = std::mem::take(&mut self.records);
+        let records = self.state.records();
         let t = Instant::now();
         let blob = encode_snapshot(&meta, &records);
         let s = self.store.clone();
@@ -434,15 +434,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let records = self
-            .state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .records();
+        // A plain copy here (this runs between applies); encoding it happens on the
+        // builder's own task, so applies do not wait for it.
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
         SnapshotBuilder {
             store: self.store.clone(),
             applied: self.applied.clone(),
-            records,
+            state,
         }
     }
 

@@ -27,6 +27,10 @@ pub struct Config {
     pub log_level: String,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Async worker threads; 0 (the default) means one per CPU core. Lower it when
+    /// several nodes share a small machine (as the local cluster does).
+    #[serde(default)]
+    pub worker_threads: usize,
     pub listen: Listen,
     #[serde(default)]
     pub raft: Raft,
@@ -197,6 +201,9 @@ impl Config {
         }
         if r.timeout_ms < 100 {
             return Err("raft.timeout_ms: must be at least 100".into());
+        }
+        if self.worker_threads > 256 {
+            return Err("worker_threads: at most 256".into());
         }
         if r.cache_mb == 0 {
             return Err("raft.cache_mb: must be 1 or more".into());
