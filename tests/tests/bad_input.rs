@@ -159,6 +159,71 @@ fn calls_without_the_cluster_secret_are_refused() {
 }
 
 #[test]
+fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
+    let c = Cluster::start(1);
+    c.ctl(0, &["user", "add", "ivy", "--password", "pw-ivy-1"])
+        .ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use presenced_proto::raft::cluster_client::ClusterClient;
+        use presenced_proto::raft::raft_client::RaftClient;
+        use presenced_proto::raft::{ProposeRequest, RaftBytes};
+        let ch = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            c.nodes[0].cluster_addr()
+        ))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+        let secret = |mut r: tonic::Request<()>| {
+            r.metadata_mut()
+                .insert(presenced_proto::SECRET_HEADER, SECRET.parse().unwrap());
+            Ok(r)
+        };
+        let mut raft = RaftClient::with_interceptor(ch.clone(), secret);
+        for garbage in [&b"not json"[..], b"{\"vote\": 1}", b"\xff\x00\x13", b""] {
+            let e = raft
+                .append_entries(RaftBytes {
+                    data: garbage.to_vec(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            let e = raft
+                .vote(RaftBytes {
+                    data: garbage.to_vec(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            let e = raft
+                .install_snapshot(RaftBytes {
+                    data: garbage.to_vec(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        }
+        let mut cluster = ClusterClient::with_interceptor(ch, secret);
+        let bad = ProposeRequest {
+            command: b"{\"op\": \"no_such_op\"}".to_vec(),
+        };
+        let e = cluster.propose(bad).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    });
+    // still healthy, state intact, still writable
+    c.wait_healthy(0, Duration::from_secs(5));
+    let users = c.ctl_json(0, &["user", "list"]);
+    assert_eq!(users["users"][0]["name"], "ivy");
+    c.ctl(0, &["user", "add", "jay", "--password", "pw-jay-1"])
+        .ok();
+}
+
+#[test]
 fn a_bad_config_does_not_start_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let good = format!(

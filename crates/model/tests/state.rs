@@ -311,6 +311,44 @@ fn offline_queue_cap_and_suppression() {
 }
 
 #[test]
+fn a_batch_applies_each_command_with_its_own_outcome() {
+    let mut s = init();
+    let out = ok(
+        &mut s,
+        Command::Batch {
+            commands: vec![
+                Command::CreateAccount {
+                    user: "amy".into(),
+                    credentials: creds(),
+                },
+                Command::CreateAccount {
+                    user: "amy".into(),
+                    credentials: creds(),
+                },
+                Command::SetSetting {
+                    key: "im_enabled".into(),
+                    value: "off".into(),
+                },
+                Command::Batch { commands: vec![] },
+            ],
+        },
+    );
+    let Reply::Batch { outcomes } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(outcomes.len(), 4);
+    assert_eq!(outcomes[0], Ok(Reply::Done));
+    assert_eq!(outcomes[1], Err(Refusal::UserExists("amy".into())));
+    assert!(outcomes[2].is_ok());
+    assert!(
+        matches!(outcomes[3], Err(Refusal::BadValue(_))),
+        "batches do not nest"
+    );
+    assert!(s.user("amy").is_some());
+    assert!(!s.settings().im_enabled);
+}
+
+#[test]
 fn bad_values_are_refused_without_change() {
     let mut s = init();
     let before = s.records();
