@@ -304,6 +304,35 @@ cache_mb = 16
         None
     }
 
+    /// The leader confirmed by the leader itself, with its term.
+    pub fn leader_term(&self) -> Option<(usize, u64)> {
+        let idx = self.leader()?;
+        let o = self.ctl(idx, &["--json", "cluster", "status"]);
+        if o.code != 0 {
+            return None;
+        }
+        let v = o.json();
+        (v["leader_id"].as_u64() == Some(self.nodes[idx].id))
+            .then(|| (idx, v["term"].as_u64().unwrap_or(0)))
+    }
+
+    /// Wait for a leader elected in a term after `term`.
+    pub fn wait_leader_after(&self, term: u64, within: Duration) -> (usize, u64) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((l, t)) = self.leader_term() {
+                if t > term {
+                    return (l, t);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new leader after term {term} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn wait_leader(&self, within: Duration) -> usize {
         let deadline = Instant::now() + within;
         loop {

@@ -176,16 +176,22 @@ fn acknowledged_writes_survive_leader_kills() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let mut g = c.lock().unwrap();
-                let leader = g.wait_leader(Duration::from_secs(15));
+                // confirmed by the leader itself just before the kill
+                let (leader, term) = loop {
+                    if let Some(lt) = g.leader_term() {
+                        break lt;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                };
                 g.kill(leader);
                 kills += 1;
-                drop(g);
-                // a new leader is elected within a few seconds
+                // a new leader, elected in a later term, within a few seconds
                 let t = Instant::now();
-                let new = c.lock().unwrap().wait_leader(Duration::from_secs(10));
+                let (new, new_term) = g.wait_leader_after(term, Duration::from_secs(10));
+                drop(g);
                 assert_ne!(new, leader);
                 eprintln!(
-                    "killed node {} ; new leader {} after {:?}",
+                    "killed node {} (leader in term {term}); node {} leads in term {new_term} after {:?}",
                     leader + 1,
                     new + 1,
                     t.elapsed()
