@@ -295,10 +295,10 @@ cache_mb = 16
                 continue;
             }
             let id = o.json()["leader_id"].as_u64().unwrap_or(0);
-            if let Some(idx) = self.nodes.iter().position(|n| n.id == id) {
-                if self.is_running(idx) {
-                    return Some(idx);
-                }
+            if let Some(idx) = self.nodes.iter().position(|n| n.id == id)
+                && self.is_running(idx)
+            {
+                return Some(idx);
             }
         }
         None
@@ -320,10 +320,10 @@ cache_mb = 16
     pub fn wait_leader_after(&self, term: u64, within: Duration) -> (usize, u64) {
         let deadline = Instant::now() + within;
         loop {
-            if let Some((l, t)) = self.leader_term() {
-                if t > term {
-                    return (l, t);
-                }
+            if let Some((l, t)) = self.leader_term()
+                && t > term
+            {
+                return (l, t);
             }
             assert!(
                 Instant::now() < deadline,

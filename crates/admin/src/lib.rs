@@ -589,27 +589,27 @@ impl Admin for AdminService {
                         ),
                         ("watcher_limit", d.roster.watcher_count(), st.max_watchers),
                     ] {
-                        if let presenced_model::Limit::Max(max) = limit {
-                            if count >= max as usize {
-                                findings.push(Finding {
-                                    severity: if count > max as usize {
-                                        "error"
+                        if let presenced_model::Limit::Max(max) = limit
+                            && count >= max as usize
+                        {
+                            findings.push(Finding {
+                                severity: if count > max as usize {
+                                    "error"
+                                } else {
+                                    "warning"
+                                }
+                                .into(),
+                                subject: jid.clone(),
+                                problem: what.into(),
+                                detail: format!(
+                                    "{count} of {max}{}",
+                                    if count > max as usize {
+                                        " (over the limit, which was lowered)"
                                     } else {
-                                        "warning"
+                                        " (at the limit)"
                                     }
-                                    .into(),
-                                    subject: jid.clone(),
-                                    problem: what.into(),
-                                    detail: format!(
-                                        "{count} of {max}{}",
-                                        if count > max as usize {
-                                            " (over the limit, which was lowered)"
-                                        } else {
-                                            " (at the limit)"
-                                        }
-                                    ),
-                                });
-                            }
+                                ),
+                            });
                         }
                     }
                     let cap = st.offline_queue_max_per_user as usize;

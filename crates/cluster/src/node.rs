@@ -194,13 +194,13 @@ fn not_sent(s: &tonic::Status) -> bool {
     }
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
     while let Some(e) = src {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
-            ) {
-                return true;
-            }
+            )
+        {
+            return true;
         }
         let text = e.to_string();
         if text.contains("tcp connect error") || text.contains("Connection refused") {
@@ -233,14 +233,14 @@ impl ClusterNode {
                     cfg.data_dir.display()
                 ))
             })?;
-        if let Some(d) = state.read().unwrap_or_else(|p| p.into_inner()).domain() {
-            if d != cfg.domain {
-                return Err(ClusterError::Invalid(format!(
-                    "data dir {} belongs to domain {d}, but the config says {}",
-                    cfg.data_dir.display(),
-                    cfg.domain
-                )));
-            }
+        if let Some(d) = state.read().unwrap_or_else(|p| p.into_inner()).domain()
+            && d != cfg.domain
+        {
+            return Err(ClusterError::Invalid(format!(
+                "data dir {} belongs to domain {d}, but the config says {}",
+                cfg.data_dir.display(),
+                cfg.domain
+            )));
         }
         let log = LogStore::new(store.clone(), committed.clone());
         let t = &cfg.raft;

@@ -8,6 +8,10 @@
 //! - A snapshot is every state record, taken on the state-machine task (so it is
 //!   consistent with `apply`), then encoded and stored on a builder task.
 
+// openraft's trait methods return its `StorageError`, which is large; the helpers here
+// return it too rather than converting back and forth.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};

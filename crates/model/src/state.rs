@@ -351,11 +351,11 @@ impl State {
                 self.remove_item(user, contact, ev);
                 self.remove_pending(user, contact);
                 let me = self.jid_of(user);
-                if let Some(c) = self.local_user(contact).map(str::to_string) {
-                    if self.users.contains_key(&c) {
-                        self.remove_pending(&c, &me);
-                        self.drop_direction(&c, &me, ev, |s| s.without_from().without_to());
-                    }
+                if let Some(c) = self.local_user(contact).map(str::to_string)
+                    && self.users.contains_key(&c)
+                {
+                    self.remove_pending(&c, &me);
+                    self.drop_direction(&c, &me, ev, |s| s.without_from().without_to());
                 }
                 Ok(Reply::Done)
             }
@@ -379,11 +379,11 @@ impl State {
                         i.ask = false;
                     });
                 }
-                if let Some(c) = self.local_user(contact).map(str::to_string) {
-                    if self.users.contains_key(&c) {
-                        self.remove_pending(&c, &me);
-                        self.drop_direction(&c, &me, ev, |s| s.without_from());
-                    }
+                if let Some(c) = self.local_user(contact).map(str::to_string)
+                    && self.users.contains_key(&c)
+                {
+                    self.remove_pending(&c, &me);
+                    self.drop_direction(&c, &me, ev, |s| s.without_from());
                 }
                 Ok(Reply::Done)
             }
@@ -397,17 +397,16 @@ impl State {
                         i.subscription = i.subscription.without_from()
                     });
                 }
-                if let Some(w) = self.local_user(watcher).map(str::to_string) {
-                    if self
+                if let Some(w) = self.local_user(watcher).map(str::to_string)
+                    && self
                         .users
                         .get(&w)
                         .is_some_and(|d| d.roster.items.contains_key(&me))
-                    {
-                        self.edit_item(&w, &me, ev, |i| {
-                            i.subscription = i.subscription.without_to();
-                            i.ask = false;
-                        });
-                    }
+                {
+                    self.edit_item(&w, &me, ev, |i| {
+                        i.subscription = i.subscription.without_to();
+                        i.ask = false;
+                    });
                 }
                 Ok(Reply::Done)
             }
@@ -482,10 +481,10 @@ impl State {
         if contact == self.jid_of(user) {
             return Err(Refusal::SelfContact);
         }
-        if let Some(c) = self.local_user(contact) {
-            if !self.users.contains_key(c) {
-                return Err(Refusal::UnknownContact(contact.to_string()));
-            }
+        if let Some(c) = self.local_user(contact)
+            && !self.users.contains_key(c)
+        {
+            return Err(Refusal::UnknownContact(contact.to_string()));
         }
         Ok(())
     }
@@ -614,13 +613,13 @@ impl State {
         self.edit_item(owner, watcher, ev, |i| {
             i.subscription = i.subscription.with_from()
         });
-        if let Some(w) = self.local_user(watcher).map(str::to_string) {
-            if self.users.contains_key(&w) {
-                self.edit_item(&w, &me, ev, |i| {
-                    i.subscription = i.subscription.with_to();
-                    i.ask = false;
-                });
-            }
+        if let Some(w) = self.local_user(watcher).map(str::to_string)
+            && self.users.contains_key(&w)
+        {
+            self.edit_item(&w, &me, ev, |i| {
+                i.subscription = i.subscription.with_to();
+                i.ask = false;
+            });
         }
         Ok(())
     }
@@ -646,11 +645,11 @@ impl State {
     }
 
     fn remove_pending(&mut self, user: &str, jid: &str) {
-        if let Some(u) = self.users.get_mut(user) {
-            if u.roster.pending_in.remove(jid) {
-                self.dirty
-                    .insert(Key::PendingIn(user.to_string(), jid.to_string()));
-            }
+        if let Some(u) = self.users.get_mut(user)
+            && u.roster.pending_in.remove(jid)
+        {
+            self.dirty
+                .insert(Key::PendingIn(user.to_string(), jid.to_string()));
         }
     }
 
@@ -675,13 +674,13 @@ impl State {
         u.roster.version = u.roster.version.saturating_add(1);
         let version = u.roster.version;
         u.roster.items.insert(jid.to_string(), item.clone());
-        if before.is_none() {
-            if let Some(c) = self.local_user(jid).map(str::to_string) {
-                self.listed_by
-                    .entry(c)
-                    .or_default()
-                    .insert(user.to_string());
-            }
+        if before.is_none()
+            && let Some(c) = self.local_user(jid).map(str::to_string)
+        {
+            self.listed_by
+                .entry(c)
+                .or_default()
+                .insert(user.to_string());
         }
         self.dirty
             .insert(Key::Item(user.to_string(), jid.to_string()));
@@ -702,12 +701,12 @@ impl State {
         }
         u.roster.version = u.roster.version.saturating_add(1);
         let version = u.roster.version;
-        if let Some(c) = self.local_user(jid).map(str::to_string) {
-            if let Some(set) = self.listed_by.get_mut(&c) {
-                set.remove(user);
-                if set.is_empty() {
-                    self.listed_by.remove(&c);
-                }
+        if let Some(c) = self.local_user(jid).map(str::to_string)
+            && let Some(set) = self.listed_by.get_mut(&c)
+        {
+            set.remove(user);
+            if set.is_empty() {
+                self.listed_by.remove(&c);
             }
         }
         self.dirty
@@ -940,10 +939,10 @@ impl State {
                 if item.jid != *j {
                     return Err(format!("{u}: item key {j} holds {}", item.jid));
                 }
-                if let Some(c) = self.local_user(j) {
-                    if !self.users.contains_key(c) {
-                        return Err(format!("{u}: lists deleted account {j}"));
-                    }
+                if let Some(c) = self.local_user(j)
+                    && !self.users.contains_key(c)
+                {
+                    return Err(format!("{u}: lists deleted account {j}"));
                 }
             }
         }

@@ -184,10 +184,10 @@ impl Config {
                 return Err(format!("{a} and {b}: both use {x}"));
             }
         }
-        if let Some(a) = &l.advertise {
-            if !a.contains(':') {
-                return Err(format!("listen.advertise: {a:?} must be host:port"));
-            }
+        if let Some(a) = &l.advertise
+            && !a.contains(':')
+        {
+            return Err(format!("listen.advertise: {a:?} must be host:port"));
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 {

@@ -31,6 +31,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// One record change: `Some(value)` writes, `None` deletes.
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
+/// State records as (key, value) pairs.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What a node persists. Implementations must be safe to share between threads.
 pub trait Store: Send + Sync + 'static {
     /// Write log entries (index, bytes) in one atomic batch.
@@ -51,11 +54,11 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<()>;
 
     /// The state records and the applied marker stored with them.
-    fn sm_load(&self) -> Result<(Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)>;
+    fn sm_load(&self) -> Result<(Option<Vec<u8>>, Records)>;
     /// Apply record changes and set the applied marker, atomically.
     fn sm_commit(&self, changes: Vec<Change>, applied: &[u8]) -> Result<()>;
     /// Replace all records and the applied marker, atomically and durably.
-    fn sm_replace(&self, records: Vec<(Vec<u8>, Vec<u8>)>, applied: &[u8]) -> Result<()>;
+    fn sm_replace(&self, records: Records, applied: &[u8]) -> Result<()>;
 
     fn snapshot_get(&self) -> Result<Option<Vec<u8>>>;
     /// Store the current snapshot durably.
@@ -191,7 +194,7 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn sm_load(&self) -> Result<(Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn sm_load(&self) -> Result<(Option<Vec<u8>>, Records)> {
         let sm = self.sm();
         let applied = sm.get(APPLIED)?.map(|v| v.to_vec());
         let records = sm
@@ -218,7 +221,7 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn sm_replace(&self, records: Vec<(Vec<u8>, Vec<u8>)>, applied: &[u8]) -> Result<()> {
+    fn sm_replace(&self, records: Records, applied: &[u8]) -> Result<()> {
         let mut guard = self.sm.write().unwrap_or_else(|p| p.into_inner());
         let old = guard.name().to_vec();
         let generation: u64 = String::from_utf8_lossy(&old[3..]).parse().unwrap_or(0);
