@@ -99,6 +99,21 @@ fn cli_errors_have_messages_and_exit_codes() {
             c.kill(i);
         }
     }
+    // the survivor stops calling itself ready once it knows no leader
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match presenced_e2e::http_get(c.nodes[survivor].http, "/health") {
+            Some((503, body)) => {
+                assert!(body.contains("no leader"), "{body}");
+                break;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "/health still {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let o = c.ctl(
         survivor,
         &["--timeout", "20", "settings", "set", "im_enabled", "off"],

@@ -318,8 +318,8 @@ fn a_node_that_was_down_catches_up_and_a_wiped_node_rejoins_through_a_snapshot()
         .ok();
     }
     let leader = c.wait_leader(Duration::from_secs(5));
-    let purged = metric(&c.metrics(leader), "presenced_raft_snapshots_built_total").unwrap_or(0.0);
-    assert!(purged >= 1.0, "the leader built no snapshot");
+    let built = metric(&c.metrics(leader), "presenced_raft_snapshots_built_total").unwrap_or(0.0);
+    assert!(built >= 1.0, "the leader built no snapshot");
     c.start_node(2);
     c.wait_listening(2);
     let addr = c.nodes[2].cluster_addr();

@@ -153,15 +153,12 @@ impl AdminService {
                     .map(|(id, a)| (*id, a.clone(), "learner")),
             )
             .collect();
-        let answers = futures_join(members.iter().map(|(id, addr, _)| {
-            let node = self.node.clone();
-            let (id, addr) = (*id, addr.clone());
-            async move {
-                if id == node.id {
-                    Ok(node.local_status())
-                } else {
-                    node.peer_status(&addr).await
-                }
+        // Ask every member at once (each answers within about a second, or counts as down).
+        let answers = futures::future::join_all(members.iter().map(|(id, addr, _)| async move {
+            if *id == self.node.id {
+                Ok(self.node.local_status())
+            } else {
+                self.node.peer_status(addr).await
             }
         }))
         .await;
@@ -209,19 +206,6 @@ impl AdminService {
             answered_by: self.node.id,
         }
     }
-}
-
-/// Await futures concurrently, keeping order (a tiny join_all without extra crates).
-async fn futures_join<F: Future + Send + 'static>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.expect("status task panicked"));
-    }
-    out
 }
 
 fn membership_reply(v: MembershipView) -> MembershipReply {

@@ -112,19 +112,6 @@ impl From<ClusterError> for tonic::Status {
     }
 }
 
-/// Result of a leader-only operation: done, or "ask the leader instead".
-#[derive(Clone)]
-pub enum Leader {
-    NotLeader(String),
-    Err(ClusterError),
-}
-
-impl From<ClusterError> for Leader {
-    fn from(e: ClusterError) -> Self {
-        Leader::Err(e)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum MembershipChange {
     Add(NodeId, String),
@@ -461,74 +448,56 @@ impl ClusterNode {
         &self,
         cmd: Command,
     ) -> Result<(Outcome, u64), ClusterError> {
-        let deadline = Instant::now() + self.timeout;
-        let mut last = String::from("no leader elected");
-        loop {
-            // When this node leads, propose here, moving the command (batches are big, and
-            // cloning them showed in profiles).
-            if self.metrics().current_leader == Some(self.id) {
-                return match self.propose_local(cmd).await {
-                    Ok(r) => Ok(r),
-                    Err(Leader::Err(e)) => Err(e),
-                    // Lost the leadership between the check and the proposal: nothing was
-                    // proposed, so the caller may simply retry.
-                    Err(Leader::NotLeader(_)) => Err(ClusterError::Unavailable(
-                        "the leadership moved while proposing; nothing was applied, retry".into(),
-                    )),
-                };
+        if self.is_leader() {
+            // Propose here, moving the command (batches are big; cloning them showed in
+            // profiles). Losing the leadership in between proposed nothing: retry is safe.
+            return self.propose_local(cmd).await.map_err(|e| match e {
+                ClusterError::NotLeader => ClusterError::Unavailable(
+                    "the leadership moved while proposing; nothing was applied, retry".into(),
+                ),
+                e => e,
+            });
+        }
+        self.on_leader(
+            "write not committed",
+            || self.propose_local(cmd.clone()),
+            |addr, deadline| self.forward_propose(&cmd, addr, deadline),
+        )
+        .await
+    }
+
+    async fn forward_propose(
+        &self,
+        cmd: &Command,
+        addr: String,
+        deadline: Instant,
+    ) -> Result<(Outcome, u64), ClusterError> {
+        let mut c = self.peer(&addr)?;
+        let command = serde_json::to_vec(cmd).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let mut req = tonic::Request::new(ProposeRequest { command });
+        req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
+        match c.propose(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                let out = serde_json::from_slice(&r.outcome)
+                    .map_err(|e| ClusterError::Internal(format!("bad outcome from leader: {e}")))?;
+                Ok((out, r.log_index))
             }
-            // A node that knows no leader may be the first to learn it won: try here too.
-            if self.forward_target().await.is_none() {
-                match self.propose_local(cmd.clone()).await {
-                    Ok(r) => return Ok(r),
-                    Err(Leader::Err(e)) => return Err(e),
-                    Err(Leader::NotLeader(_)) => {}
-                }
+            // Never reached the leader: safe to ask again.
+            Err(s) if not_sent(&s) => Err(ClusterError::NotLeader),
+            // A status made up on this side from a broken connection carries its cause
+            // as source; one sent by the leader never does. Retrying could apply twice.
+            Err(s)
+                if std::error::Error::source(&s).is_some()
+                    || s.code() == tonic::Code::Unavailable
+                    || s.code() == tonic::Code::DeadlineExceeded =>
+            {
+                Err(ClusterError::Unavailable(format!(
+                    "the leader at {addr} failed during the write ({}); it may or may not have been applied",
+                    s.message()
+                )))
             }
-            if let Some(addr) = self.forward_target().await {
-                let mut c = self.peer(&addr)?;
-                let mut req = tonic::Request::new(ProposeRequest {
-                    command: serde_json::to_vec(&cmd)
-                        .map_err(|e| ClusterError::Internal(e.to_string()))?,
-                });
-                req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
-                match c.propose(req).await {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        let out = serde_json::from_slice(&r.outcome).map_err(|e| {
-                            ClusterError::Internal(format!("bad outcome from leader: {e}"))
-                        })?;
-                        return Ok((out, r.log_index));
-                    }
-                    Err(s)
-                        if s.code() == tonic::Code::FailedPrecondition
-                            && s.message().starts_with(NOT_LEADER) =>
-                    {
-                        last = format!("leader at {addr} stepped down");
-                    }
-                    Err(s) if not_sent(&s) => last = format!("leader at {addr} unreachable"),
-                    // A status made up on this side from a broken connection carries its
-                    // cause as source; one sent by the leader never does.
-                    Err(s)
-                        if std::error::Error::source(&s).is_some()
-                            || s.code() == tonic::Code::Unavailable
-                            || s.code() == tonic::Code::DeadlineExceeded =>
-                    {
-                        return Err(ClusterError::Unavailable(format!(
-                            "the leader at {addr} failed during the write ({}); it may or may not have been applied",
-                            s.message()
-                        )));
-                    }
-                    Err(s) => return Err(status_to_error(s)),
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ClusterError::Unavailable(format!(
-                    "no quorum: write not committed within {:?} ({last})",
-                    self.timeout
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(s) => Err(status_to_error(s)),
         }
     }
 
@@ -546,7 +515,7 @@ impl ClusterNode {
     }
 
     /// Where to forward a leader-only call now, if a leader other than this node is known.
-    async fn forward_target(&self) -> Option<String> {
+    fn forward_target(&self) -> Option<String> {
         let m = self.metrics();
         let leader = m.current_leader?;
         if leader == self.id {
@@ -558,66 +527,35 @@ impl ClusterNode {
             .map(|n| n.addr.clone())
     }
 
-    /// Propose one log entry on this node; `NotLeader` (nothing proposed) when another
-    /// node leads.
-    pub(crate) async fn propose_local(&self, cmd: Command) -> Result<(Outcome, u64), Leader> {
-        match tokio::time::timeout(self.timeout, self.raft.client_write(cmd)).await {
-            Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(Leader::NotLeader(String::new()))
-            }
-            Ok(Err(RaftError::APIError(e))) => {
-                Err(Leader::Err(ClusterError::Internal(e.to_string())))
-            }
-            Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!(
-                "raft stopped: {f}"
-            )))),
-            Err(_) => Err(Leader::Err(ClusterError::Unavailable(format!(
-                "no quorum: write not committed within {:?}; it may still be applied",
-                self.timeout
-            )))),
-        }
-    }
-
-    // ------------------------------------------------------------ linearizable reads
-
-    /// The index a linearizable read must wait for, with this node caught up to it.
-    pub async fn read_index(&self) -> Result<u64, ClusterError> {
+    /// Run a leader-only call: `local` when this node leads or knows no leader (it may be
+    /// the first to learn it won), else `remote` against the leader's address.
+    /// `ClusterError::NotLeader` from either means "nothing was done, ask again", which
+    /// repeats until a leader answers or the timeout passes.
+    async fn on_leader<T, L, LF, R, RF>(
+        &self,
+        what: &str,
+        mut local: L,
+        mut remote: R,
+    ) -> Result<T, ClusterError>
+    where
+        L: FnMut() -> LF,
+        LF: std::future::Future<Output = Result<T, ClusterError>>,
+        R: FnMut(String, Instant) -> RF,
+        RF: std::future::Future<Output = Result<T, ClusterError>>,
+    {
         let deadline = Instant::now() + self.timeout;
         loop {
-            match self.read_index_as_leader().await {
-                Ok(i) => return Ok(i),
-                Err(Leader::Err(e)) => return Err(e),
-                Err(Leader::NotLeader(_)) => {}
-            }
-            if let Some(addr) = self.forward_target().await {
-                let mut c = self.peer(&addr)?;
-                let mut req = tonic::Request::new(ReadIndexRequest {});
-                req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
-                match c.read_index(req).await {
-                    Ok(r) => {
-                        let index = r.into_inner().index;
-                        self.raft
-                            .wait(Some(remaining(deadline)))
-                            .applied_index_at_least(Some(index), "linearizable read")
-                            .await
-                            .map_err(|e| {
-                                ClusterError::Unavailable(format!(
-                                    "catching up to index {index}: {e}"
-                                ))
-                            })?;
-                        return Ok(index);
-                    }
-                    Err(s)
-                        if s.code() == tonic::Code::FailedPrecondition
-                            && s.message().starts_with(NOT_LEADER) => {}
-                    Err(s) if s.code() == tonic::Code::Unavailable => {}
-                    Err(s) => return Err(status_to_error(s)),
-                }
+            let res = match self.forward_target() {
+                Some(addr) => remote(addr, deadline).await,
+                None => local().await,
+            };
+            match res {
+                Err(ClusterError::NotLeader) => {}
+                other => return other,
             }
             if Instant::now() >= deadline {
                 return Err(ClusterError::Unavailable(format!(
-                    "no quorum: no leader confirmed within {:?}",
+                    "no quorum: {what} within {:?} (no leader answered)",
                     self.timeout
                 )));
             }
@@ -625,22 +563,73 @@ impl ClusterNode {
         }
     }
 
-    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, Leader> {
+    /// Propose one log entry on this node; `NotLeader` (nothing proposed) when another
+    /// node leads.
+    pub(crate) async fn propose_local(&self, cmd: Command) -> Result<(Outcome, u64), ClusterError> {
+        match tokio::time::timeout(self.timeout, self.raft.client_write(cmd)).await {
+            Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(ClusterError::NotLeader)
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Internal(e.to_string())),
+            Ok(Err(RaftError::Fatal(f))) => {
+                Err(ClusterError::Unavailable(format!("raft stopped: {f}")))
+            }
+            Err(_) => Err(ClusterError::Unavailable(format!(
+                "no quorum: write not committed within {:?}; it may still be applied",
+                self.timeout
+            ))),
+        }
+    }
+
+    // ------------------------------------------------------------ linearizable reads
+
+    /// The index a linearizable read must wait for, with this node caught up to it.
+    pub async fn read_index(&self) -> Result<u64, ClusterError> {
+        self.on_leader(
+            "no leader confirmed a read index",
+            || self.read_index_as_leader(),
+            |addr, deadline| async move {
+                let mut c = self.peer(&addr)?;
+                let mut req = tonic::Request::new(ReadIndexRequest {});
+                req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
+                let index = match c.read_index(req).await {
+                    Ok(r) => r.into_inner().index,
+                    // Asking changes nothing, so any failure to reach the leader is worth a retry.
+                    Err(s) if s.code() == tonic::Code::Unavailable => {
+                        return Err(ClusterError::NotLeader);
+                    }
+                    Err(s) => return Err(status_to_error(s)),
+                };
+                self.raft
+                    .wait(Some(remaining(deadline)))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .map_err(|e| {
+                        ClusterError::Unavailable(format!("catching up to index {index}: {e}"))
+                    })?;
+                Ok(index)
+            },
+        )
+        .await
+    }
+
+    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, ClusterError> {
         match tokio::time::timeout(self.timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(id)) => Ok(id.map_or(0, |l| l.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
-                Err(Leader::NotLeader(String::new()))
+                Err(ClusterError::NotLeader)
             }
-            Ok(Err(RaftError::APIError(e))) => Err(Leader::Err(ClusterError::Unavailable(
-                format!("no quorum: {e}"),
-            ))),
-            Ok(Err(RaftError::Fatal(f))) => Err(Leader::Err(ClusterError::Unavailable(format!(
-                "raft stopped: {f}"
-            )))),
-            Err(_) => Err(Leader::Err(ClusterError::Unavailable(format!(
+            Ok(Err(RaftError::APIError(e))) => {
+                Err(ClusterError::Unavailable(format!("no quorum: {e}")))
+            }
+            Ok(Err(RaftError::Fatal(f))) => {
+                Err(ClusterError::Unavailable(format!("raft stopped: {f}")))
+            }
+            Err(_) => Err(ClusterError::Unavailable(format!(
                 "no quorum: leadership not confirmed within {:?}",
                 self.timeout
-            )))),
+            ))),
         }
     }
 
@@ -696,50 +685,38 @@ impl ClusterNode {
         &self,
         change: MembershipChange,
     ) -> Result<MembershipView, ClusterError> {
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            match self.change_membership_as_leader(change.clone()).await {
-                Ok(v) => return Ok(v),
-                Err(Leader::Err(e)) => return Err(e),
-                Err(Leader::NotLeader(_)) => {}
-            }
-            if let Some(addr) = self.forward_target().await {
-                let mut c = self.peer(&addr)?;
-                let req = MembershipRequest {
-                    change: Some(match &change {
+        self.on_leader(
+            "membership not changed",
+            || self.change_membership_as_leader(change.clone()),
+            |addr, _| {
+                let change = &change;
+                async move {
+                    let mut c = self.peer(&addr)?;
+                    let change = Some(match &change {
                         MembershipChange::Add(id, a) => membership_request::Change::Add(NodeAddr {
                             id: *id,
                             addr: a.clone(),
                         }),
                         MembershipChange::Remove(id) => membership_request::Change::Remove(*id),
-                    }),
-                };
-                match c.change_membership(req).await {
-                    Ok(r) => return Ok(r.into_inner().into()),
-                    Err(s)
-                        if s.code() == tonic::Code::FailedPrecondition
-                            && s.message().starts_with(NOT_LEADER) => {}
-                    Err(s) if not_sent(&s) => {}
-                    Err(s) => return Err(status_to_error(s)),
+                    });
+                    match c.change_membership(MembershipRequest { change }).await {
+                        Ok(r) => Ok(r.into_inner().into()),
+                        Err(s) if not_sent(&s) => Err(ClusterError::NotLeader),
+                        Err(s) => Err(status_to_error(s)),
+                    }
                 }
-            }
-            if Instant::now() >= deadline {
-                return Err(ClusterError::Unavailable(format!(
-                    "no leader answered within {:?}",
-                    self.timeout
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            },
+        )
+        .await
     }
 
     pub(crate) async fn change_membership_as_leader(
         &self,
         change: MembershipChange,
-    ) -> Result<MembershipView, Leader> {
+    ) -> Result<MembershipView, ClusterError> {
         let m = self.metrics();
         if m.current_leader != Some(self.id) {
-            return Err(Leader::NotLeader(String::new()));
+            return Err(ClusterError::NotLeader);
         }
         let _guard = self.membership_lock.try_lock().map_err(|_| {
             ClusterError::Conflict(
@@ -750,33 +727,28 @@ impl ClusterNode {
         if mem.get_joint_config().len() > 1 {
             return Err(ClusterError::Conflict(
                 "a membership change is still being committed; try again shortly".into(),
-            )
-            .into());
+            ));
         }
         let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
         let span = tracing::info_span!("membership_change", change = ?change);
         let fail = |e: RaftError<NodeId, ClientWriteError<NodeId, Node>>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                Leader::NotLeader(String::new())
-            }
-            other => Leader::Err(ClusterError::Conflict(format!(
-                "membership change failed: {other}"
-            ))),
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ClusterError::NotLeader,
+            other => ClusterError::Conflict(format!("membership change failed: {other}")),
         };
         async {
             match &change {
                 MembershipChange::Add(id, addr) => {
                     if *id == 0 {
-                        return Err(ClusterError::Invalid("node ids start at 1".into()).into());
+                        return Err(ClusterError::Invalid("node ids start at 1".into()));
                     }
                     if voters.contains(id) {
-                        return Err(ClusterError::Conflict(format!("node {id} is already a voter")).into());
+                        return Err(ClusterError::Conflict(format!("node {id} is already a voter")));
                     }
                     if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
-                        return Err(ClusterError::Invalid(format!("{addr:?} is not a host:port address")).into());
+                        return Err(ClusterError::Invalid(format!("{addr:?} is not a host:port address")));
                     }
                     if let Some((other, _)) = mem.nodes().find(|(i, n)| n.addr == *addr && *i != id) {
-                        return Err(ClusterError::Conflict(format!("address {addr} already belongs to node {other}")).into());
+                        return Err(ClusterError::Conflict(format!("address {addr} already belongs to node {other}")));
                     }
                     // Learner first: it catches up (by log or snapshot) before it can vote.
                     let resp = self.raft.add_learner(*id, Node { addr: addr.clone() }, false).await.map_err(fail)?;
@@ -790,7 +762,7 @@ impl ClusterNode {
                 MembershipChange::Remove(id) => {
                     let is_learner = mem.nodes().any(|(i, _)| i == id) && !voters.contains(id);
                     if !voters.contains(id) && !is_learner {
-                        return Err(ClusterError::NotFound(format!("node {id} is not a member of the cluster")).into());
+                        return Err(ClusterError::NotFound(format!("node {id} is not a member of the cluster")));
                     }
                     if is_learner {
                         self.raft
@@ -799,7 +771,7 @@ impl ClusterNode {
                             .map_err(fail)?;
                     } else {
                         if voters.len() == 1 {
-                            return Err(ClusterError::Conflict("cannot remove the last voter".into()).into());
+                            return Err(ClusterError::Conflict("cannot remove the last voter".into()));
                         }
                         let mut next = voters.clone();
                         next.remove(id);

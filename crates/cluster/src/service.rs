@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
-use crate::node::{ClusterNode, Leader, MembershipChange};
+use crate::node::{ClusterNode, MembershipChange};
 
 pub struct RaftService(pub Arc<ClusterNode>);
 
@@ -87,16 +87,5 @@ impl Cluster for ClusterService {
             .await
             .map_err(Status::from)?;
         Ok(Response::new(view.into()))
-    }
-}
-
-impl From<Leader> for Status {
-    fn from(e: Leader) -> Status {
-        match e {
-            Leader::NotLeader(hint) => {
-                Status::failed_precondition(format!("{}{hint}", crate::node::NOT_LEADER))
-            }
-            Leader::Err(e) => e.into(),
-        }
     }
 }

@@ -25,7 +25,7 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership, Vote,
 };
 use presenced_model::{Event, Outcome, Reply, State};
-use presenced_storage::Store;
+use presenced_storage::{Records, Store};
 use tokio::sync::broadcast;
 
 use crate::{Node, NodeId, TypeConfig};
@@ -303,8 +303,6 @@ fn encode_snapshot(meta: &SnapshotMeta<NodeId, Node>, records: &[(Vec<u8>, Vec<u
     }
     out
 }
-
-type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn decode_snapshot(b: &[u8]) -> Result<(SnapshotMeta<NodeId, Node>, Records), String> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {

@@ -764,28 +764,27 @@ impl State {
     // ---------------------------------------------------------------- persistence
 
     fn value_of(&self, key: &Key) -> Option<Vec<u8>> {
-        let enc = |v: &dyn erased::Ser| v.to_json();
         match key {
-            Key::Meta => Some(enc(&self.meta)),
-            Key::Settings => Some(enc(&self.settings)),
-            Key::Account(u) => self.users.get(u).map(|d| enc(&d.account)),
-            Key::Version(u) => self.users.get(u).map(|d| enc(&d.roster.version)),
+            Key::Meta => Some(json(&self.meta)),
+            Key::Settings => Some(json(&self.settings)),
+            Key::Account(u) => self.users.get(u).map(|d| json(&d.account)),
+            Key::Version(u) => self.users.get(u).map(|d| json(&d.roster.version)),
             Key::Item(u, j) => self
                 .users
                 .get(u)
                 .and_then(|d| d.roster.items.get(j))
-                .map(|i| enc(i)),
+                .map(json),
             Key::PendingIn(u, j) => self
                 .users
                 .get(u)
                 .filter(|d| d.roster.pending_in.contains(j))
                 .map(|_| b"1".to_vec()),
-            Key::OfflineNext(u) => self.users.get(u).map(|d| enc(&d.offline.next_seq)),
+            Key::OfflineNext(u) => self.users.get(u).map(|d| json(&d.offline.next_seq)),
             Key::Offline(u, s) => self
                 .users
                 .get(u)
                 .and_then(|d| d.offline.messages.get(s))
-                .map(|m| enc(m)),
+                .map(json),
         }
     }
 
@@ -797,11 +796,6 @@ impl State {
             .into_iter()
             .map(|k| (k.encode(), self.value_of(&k)))
             .collect()
-    }
-
-    /// Forget pending changes (after a refused command nothing is dirty anyway).
-    pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty()
     }
 
     /// Every record of the state, in key order: the snapshot format.
@@ -955,15 +949,7 @@ impl State {
     }
 }
 
-/// serde_json for the few value types, without generic closures over `Serialize`.
-mod erased {
-    pub trait Ser {
-        fn to_json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_json(&self) -> Vec<u8> {
-            // Serializing plain data structs with string keys cannot fail.
-            serde_json::to_vec(self).expect("serializable")
-        }
-    }
+/// A record's value: serializing these plain data types cannot fail.
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("serializable")
 }

@@ -450,34 +450,54 @@ proptest! {
 
     #[test]
     fn replicas_agree_and_limits_hold(log in prop::collection::vec(arb_command(), 1..120)) {
+        // `a` and `twin` apply the same log; `b` applies each batch's commands one at a time.
         let mut a = init();
+        let mut twin = init();
         let mut b = init();
         // `disk` is what the storage layer would hold: the changes written after each apply.
         let mut disk: BTreeMap<Vec<u8>, Vec<u8>> = a.records().into_iter().collect();
         a.take_changes();
         for cmd in &log {
-            let before = sizes(&a);
             let (ra, ea) = a.apply(cmd);
-            let (rb, eb) = b.apply(cmd);
-            prop_assert_eq!(&ra, &rb);
+            let (rt, et) = twin.apply(cmd);
+            prop_assert_eq!(&ra, &rt);
+            prop_assert_eq!(&ea, &et);
+            let singles: Vec<&Command> = match cmd {
+                Command::Batch { commands } => commands.iter().collect(),
+                c => vec![c],
+            };
+            let mut rb = Vec::new();
+            let mut eb = Vec::new();
+            for c in singles {
+                let before = sizes(&b);
+                let (r, e) = b.apply(c);
+                rb.push(r);
+                eb.extend(e);
+                let st = b.settings().clone();
+                for (u, (items, watchers, queued)) in sizes(&b) {
+                    let (i0, w0, q0) = before.get(&u).copied().unwrap_or((0, 0, 0));
+                    // a count may sit above a limit that was lowered, but never grows past it
+                    if let Some(room) = st.max_contact_list_size.room(0) {
+                        prop_assert!(items <= room.max(i0), "{u}: {items} contacts > {room}");
+                    }
+                    if let Some(room) = st.max_watchers.room(0) {
+                        prop_assert!(watchers <= room.max(w0), "{u}: {watchers} watchers > {room}");
+                    }
+                    prop_assert!(queued <= (st.offline_queue_max_per_user as usize).max(q0));
+                }
+            }
+            // a batch is exactly its commands in order: same outcomes, same events
+            match cmd {
+                Command::Batch { .. } => prop_assert_eq!(&ra, &Ok(Reply::Batch { outcomes: rb })),
+                _ => prop_assert_eq!(&ra, &rb[0]),
+            }
             prop_assert_eq!(&ea, &eb);
             for (k, v) in a.take_changes() {
                 match v { Some(v) => { disk.insert(k, v); } None => { disk.remove(&k); } }
             }
-            let st = a.settings().clone();
-            for (u, (items, watchers, queued)) in sizes(&a) {
-                let (i0, w0, q0) = before.get(&u).copied().unwrap_or((0, 0, 0));
-                // a count may sit above a limit that was lowered, but never grows past it
-                if let Some(room) = st.max_contact_list_size.room(0) {
-                    prop_assert!(items <= room.max(i0), "{u}: {items} contacts > {room}");
-                }
-                if let Some(room) = st.max_watchers.room(0) {
-                    prop_assert!(watchers <= room.max(w0), "{u}: {watchers} watchers > {room}");
-                }
-                prop_assert!(queued <= (st.offline_queue_max_per_user as usize).max(q0));
-            }
             a.check_invariants().map_err(TestCaseError::fail)?;
         }
+        prop_assert_eq!(&a, &twin);
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(a.records(), b.records());
         // what was persisted incrementally is exactly the state, and loads back to it
