@@ -296,6 +296,25 @@ fn a_node_that_was_down_catches_up_and_a_wiped_node_rejoins_through_a_snapshot()
         .ok();
     // node 3 misses a stretch of writes
     c.kill(2);
+    // status from node 1 shows who answers, with role, term and applied index
+    let st = c.ctl_json(0, &["cluster", "status"]);
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{st}");
+    for n in nodes {
+        if n["id"] == 3 {
+            assert_eq!(n["reachable"], false, "{st}");
+        } else {
+            assert_eq!(n["reachable"], true, "{st}");
+            assert!(
+                ["Leader", "Follower"].contains(&n["state"].as_str().unwrap()),
+                "{st}"
+            );
+            assert!(
+                n["term"].as_u64().unwrap() >= 1 && n["last_applied"].as_u64().unwrap() >= 1,
+                "{st}"
+            );
+        }
+    }
     for k in 0..30 {
         let contacts: Vec<String> = (0..4).map(|j| format!("m{k}x{j}@remote.example")).collect();
         let mut args = vec!["roster", "add", "dora"];

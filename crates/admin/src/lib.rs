@@ -370,9 +370,6 @@ impl Admin for AdminService {
             if password.is_empty() {
                 return Err(Status::invalid_argument("empty password"));
             }
-            if self.node.read(|s| s.user(&user).is_none()) {
-                return Err(refusal(Refusal::UnknownUser(user)));
-            }
             let credentials = self.credentials(&user, &password).await?;
             self.apply(Command::SetCredentials { user, credentials })
                 .await?;
