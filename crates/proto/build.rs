@@ -13,7 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .compile_with_config(
             cfg,
-            &["../../proto/raft.proto", "../../proto/admin.proto"],
+            &[
+                "../../proto/raft.proto",
+                "../../proto/admin.proto",
+                "../../proto/router.proto",
+            ],
             &["../../proto"],
         )?;
     Ok(())

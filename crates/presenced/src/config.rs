@@ -34,6 +34,75 @@ pub struct Config {
     pub listen: Listen,
     #[serde(default)]
     pub raft: Raft,
+    #[serde(default)]
+    pub xmpp: Xmpp,
+    #[serde(default)]
+    pub router: RouterCfg,
+}
+
+/// XMPP client connections.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Xmpp {
+    /// PEM certificate chain and key; without them a self-signed certificate for the
+    /// domain is generated into `<data_dir>/tls/` at first start.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Refuse authentication before STARTTLS.
+    pub require_tls: bool,
+    /// Largest stanza accepted, in bytes.
+    pub max_stanza_bytes: u64,
+    /// Deepest element nesting accepted inside a stanza.
+    pub max_depth: usize,
+    /// Stream negotiation (TLS, SASL, bind) must finish within this many seconds.
+    pub auth_timeout_secs: u64,
+    /// Ping a silent client after this many seconds ...
+    pub ping_after_secs: u64,
+    /// ... and close a stream silent for this many seconds.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Xmpp {
+    fn default() -> Self {
+        let d = presenced_xmpp::XmppConfig::default();
+        Xmpp {
+            cert_file: None,
+            key_file: None,
+            require_tls: d.require_tls,
+            max_stanza_bytes: d.max_stanza_bytes,
+            max_depth: d.max_depth,
+            auth_timeout_secs: d.auth_timeout.as_secs(),
+            ping_after_secs: d.ping_after.as_secs(),
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+        }
+    }
+}
+
+/// Message routing between sessions and nodes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterCfg {
+    /// After the recipient replies from one client, the sender's messages go only to
+    /// that client until this many seconds pass without messages between the two.
+    pub sticky_quiet_secs: u64,
+    /// Peer links send a heartbeat this often (milliseconds) ...
+    pub peer_heartbeat_ms: u64,
+    /// ... and a peer silent for this long (milliseconds) is declared dead: its
+    /// sessions are dropped and their watchers told they went unavailable.
+    pub peer_dead_after_ms: u64,
+    /// Stanzas queued for one client before it is disconnected as too slow.
+    pub session_queue: usize,
+}
+
+impl Default for RouterCfg {
+    fn default() -> Self {
+        RouterCfg {
+            sticky_quiet_secs: 300,
+            peer_heartbeat_ms: 1000,
+            peer_dead_after_ms: 3000,
+            session_queue: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +124,11 @@ pub struct Listen {
     pub admin: SocketAddr,
     /// HTTP: /health and /metrics.
     pub http: SocketAddr,
-    /// XMPP client connections.
+    /// XMPP client connections (STARTTLS).
     #[serde(default = "default_xmpp")]
     pub xmpp: SocketAddr,
+    /// XMPP client connections with TLS from the first byte (XEP-0368); off if unset.
+    pub xmpps: Option<SocketAddr>,
     /// SIP over UDP and TCP.
     #[serde(default = "default_sip")]
     #[allow(dead_code)] // read and validated now; served by the SIP adapter
@@ -115,6 +186,11 @@ pub fn load(path: &Path) -> Result<(Config, String), String> {
     if cfg.data_dir.is_relative() {
         cfg.data_dir = base.join(&cfg.data_dir);
     }
+    for f in [&mut cfg.xmpp.cert_file, &mut cfg.xmpp.key_file].into_iter().flatten() {
+        if f.is_relative() {
+            *f = base.join(&*f);
+        }
+    }
     let secret = cfg
         .validate(base)
         .map_err(|e| format!("config {}: {e}", path.display()))?;
@@ -136,6 +212,39 @@ fn one_line(e: &toml::de::Error, text: &str) -> String {
 }
 
 impl Config {
+    pub fn xmpp(&self) -> (presenced_xmpp::XmppConfig, presenced_xmpp::CertSource) {
+        let x = &self.xmpp;
+        let cfg = presenced_xmpp::XmppConfig {
+            max_stanza_bytes: x.max_stanza_bytes,
+            max_depth: x.max_depth,
+            require_tls: x.require_tls,
+            auth_timeout: Duration::from_secs(x.auth_timeout_secs),
+            ping_after: Duration::from_secs(x.ping_after_secs),
+            idle_timeout: Duration::from_secs(x.idle_timeout_secs),
+            ..Default::default()
+        };
+        let certs = match (&x.cert_file, &x.key_file) {
+            (Some(c), Some(k)) => presenced_xmpp::CertSource::Files {
+                cert: c.clone(),
+                key: k.clone(),
+            },
+            _ => presenced_xmpp::CertSource::SelfSigned {
+                dir: self.data_dir.join("tls"),
+            },
+        };
+        (cfg, certs)
+    }
+
+    pub fn router(&self, secret: String) -> presenced_router::RouterConfig {
+        let r = &self.router;
+        let mut c = presenced_router::RouterConfig::new(self.node_id, secret);
+        c.sticky_quiet = Duration::from_secs(r.sticky_quiet_secs);
+        c.peer_heartbeat = Duration::from_millis(r.peer_heartbeat_ms);
+        c.peer_dead_after = Duration::from_millis(r.peer_dead_after_ms);
+        c.session_queue = r.session_queue;
+        c
+    }
+
     /// Check values serde cannot; returns the secret.
     fn validate(&self, base: &Path) -> Result<String, String> {
         if self.node_id == 0 {
@@ -178,9 +287,13 @@ impl Config {
             ("listen.admin", l.admin),
             ("listen.http", l.http),
             ("listen.xmpp", l.xmpp),
+            ("listen.xmpps", l.xmpps.unwrap_or(l.xmpp)),
         ];
         for (i, (a, x)) in ports.iter().enumerate() {
-            if let Some((b, _)) = ports[i + 1..].iter().find(|(_, y)| y == x) {
+            if let Some((b, _)) = ports[i + 1..]
+                .iter()
+                .find(|(b, y)| y == x && !(*b == "listen.xmpps" && l.xmpps.is_none()))
+            {
                 return Err(format!("{a} and {b}: both use {x}"));
             }
         }
@@ -188,6 +301,26 @@ impl Config {
             && !a.contains(':')
         {
             return Err(format!("listen.advertise: {a:?} must be host:port"));
+        }
+        let x = &self.xmpp;
+        if x.cert_file.is_some() != x.key_file.is_some() {
+            return Err("xmpp.cert_file and xmpp.key_file: set both or neither".into());
+        }
+        if x.max_stanza_bytes < 10_000 {
+            return Err("xmpp.max_stanza_bytes: must be at least 10000 (RFC 6120 §13.12)".into());
+        }
+        if !(4..=256).contains(&x.max_depth) {
+            return Err("xmpp.max_depth: must be from 4 to 256".into());
+        }
+        if x.auth_timeout_secs == 0 || x.ping_after_secs == 0 || x.idle_timeout_secs <= x.ping_after_secs {
+            return Err("xmpp.idle_timeout_secs: must be greater than xmpp.ping_after_secs (both > 0)".into());
+        }
+        let rt = &self.router;
+        if rt.peer_heartbeat_ms == 0 || rt.peer_dead_after_ms < rt.peer_heartbeat_ms * 2 {
+            return Err("router.peer_dead_after_ms: must be at least twice router.peer_heartbeat_ms".into());
+        }
+        if rt.session_queue < 16 {
+            return Err("router.session_queue: must be 16 or more".into());
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 {

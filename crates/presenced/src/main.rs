@@ -103,18 +103,28 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
     let cluster_l = bind("cluster", cfg.listen.cluster).await?;
     let admin_l = bind("admin", cfg.listen.admin).await?;
     let http_l = bind("http", cfg.listen.http).await?;
+    let xmpp_l = bind("xmpp", cfg.listen.xmpp).await?;
+    let xmpps_l = match cfg.listen.xmpps {
+        Some(a) => Some(bind("xmpps", a).await?),
+        None => None,
+    };
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
 
-    let node = ClusterNode::start(cfg.cluster(secret))
+    let node = ClusterNode::start(cfg.cluster(secret.clone()))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let router = presenced_router::Router::start(node.clone(), cfg.router(secret));
+    let (xmpp_cfg, certs) = cfg.xmpp();
+    let xmpp = presenced_xmpp::Xmpp::new(router.clone(), xmpp_cfg, &certs)?;
     tracing::info!(
         node = cfg.node_id,
         domain = %cfg.domain,
         cluster = %cfg.listen.cluster,
         admin = %cfg.listen.admin,
         http = %cfg.listen.http,
+        xmpp = %cfg.listen.xmpp,
+        cert = %xmpp.cert_path.display(),
         "presenced started"
     );
 
@@ -134,6 +144,7 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
 
     let grpc = node
         .grpc()
+        .add_service(router.peer_service())
         .serve_with_incoming_shutdown(incoming(cluster_l), stopped(stop_rx.clone()));
     let admin = tonic::transport::Server::builder()
         .add_service(presenced_admin::server(node.clone()))
@@ -141,6 +152,14 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
     let web = axum::serve(http_l, http::router(node.clone(), metrics))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 
+    let c2s = {
+        let x = xmpp.clone();
+        tokio::spawn(async move { x.serve(xmpp_l, false).await })
+    };
+    let c2s_tls = xmpps_l.map(|l| {
+        let x = xmpp.clone();
+        tokio::spawn(async move { x.serve(l, true).await })
+    });
     let servers = tokio::spawn(async move {
         tokio::select! {
             r = grpc => r.context("cluster gRPC server"),
@@ -153,6 +172,10 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
         r = servers => r.context("server task").and_then(|r| r),
     };
     let _ = stop_tx.send(true);
+    c2s.abort();
+    if let Some(t) = c2s_tls {
+        t.abort();
+    }
     shutdown(node).await;
     res
 }

@@ -16,3 +16,8 @@ pub mod raft {
 pub mod admin {
     tonic::include_proto!("presenced.admin.v1");
 }
+
+#[allow(clippy::all, missing_docs)]
+pub mod router {
+    tonic::include_proto!("presenced.router.v1");
+}

@@ -1,0 +1,175 @@
+//! Reacting to the applied Raft log: every node turns the durable changes into what
+//! its own sessions must see (roster pushes, subscription requests, presence that
+//! became visible or invisible, offline messages that arrived while a login raced).
+
+use presenced_model::{Event, PolicyKey};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::{Delivery, PresenceState, Router, SubscriptionKind};
+
+pub(crate) fn spawn(router: Router) {
+    let mut rx = router.inner.node.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => router.on_cluster_event(ev),
+                Err(RecvError::Lagged(n)) => {
+                    // Missed events: re-evaluate everything that can be re-evaluated.
+                    tracing::warn!(missed = n, "router lagged behind the cluster events");
+                    router.refresh_visibility(None);
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+impl Router {
+    fn on_cluster_event(&self, ev: Event) {
+        match ev {
+            Event::SettingChanged { key, .. } if key == "availability_sharing" => {
+                self.refresh_visibility(None)
+            }
+            Event::PolicyChanged {
+                user,
+                key: PolicyKey::AvailabilitySharing,
+                ..
+            } => self.refresh_visibility(Some(&user)),
+            Event::StateReplaced => self.refresh_visibility(None),
+            Event::RosterItemChanged {
+                user,
+                item,
+                version,
+            } => {
+                let jid = item.jid.clone();
+                let sees = item.subscription.sees_contact();
+                self.roster_push(&user, &jid, Some(item), version);
+                self.contact_view_changed(&user, &jid, sees);
+            }
+            Event::RosterItemRemoved { user, jid, version } => {
+                self.roster_push(&user, &jid, None, version);
+                self.contact_view_changed(&user, &jid, false);
+            }
+            Event::SubscriptionRequested { user, from } => {
+                let me = self.node_id();
+                let dir = self.inner.dir.lock();
+                for (r, e) in dir.sessions(&user).into_iter().flatten() {
+                    if e.node == me
+                        && e.avail.is_some()
+                        && let Some(l) = &e.local
+                    {
+                        let d = Delivery::Subscription {
+                            from: from.clone(),
+                            kind: SubscriptionKind::Subscribe,
+                        };
+                        self.send_local(&user, r, e.sid, l, d);
+                    }
+                }
+            }
+            Event::OfflineQueued { user, .. } => {
+                // A message stored while a login of the user raced it: the node holding the
+                // user's first available session (in a cluster-wide order) delivers it.
+                let target = {
+                    let dir = self.inner.dir.lock();
+                    dir.sessions(&user).and_then(|m| {
+                        m.iter()
+                            .filter(|(_, e)| e.avail.as_ref().is_some_and(|a| a.priority >= 0))
+                            .min_by_key(|(r, e)| (e.node, (*r).clone()))
+                            .filter(|(_, e)| e.local.is_some())
+                            .map(|(r, _)| r.clone())
+                    })
+                };
+                if let Some(res) = target {
+                    let r = self.clone();
+                    tokio::spawn(async move { r.flush_offline(&user, &res).await });
+                }
+            }
+            Event::AccountDeleted { user } => {
+                let me = self.node_id();
+                let dir = self.inner.dir.lock();
+                for (r, e) in dir.sessions(&user).into_iter().flatten() {
+                    if e.node == me
+                        && let Some(l) = &e.local
+                    {
+                        let d = Delivery::Close {
+                            reason: "the account was removed".into(),
+                        };
+                        self.send_local(&user, r, e.sid, l, d);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn roster_push(
+        &self,
+        user: &str,
+        jid: &str,
+        item: Option<presenced_model::RosterItem>,
+        version: u64,
+    ) {
+        let me = self.node_id();
+        let dir = self.inner.dir.lock();
+        for (r, e) in dir.sessions(user).into_iter().flatten() {
+            if e.node == me
+                && let Some(l) = &e.local
+                && l.roster
+            {
+                let d = Delivery::RosterPush {
+                    jid: jid.to_string(),
+                    item: item.clone(),
+                    version,
+                };
+                self.send_local(user, r, e.sid, l, d);
+            }
+        }
+    }
+
+    /// `user`'s subscription to `jid` changed: show the contact's sessions to the user's
+    /// local available sessions, or tell them the contact is now unavailable to them.
+    fn contact_view_changed(&self, user: &str, jid: &str, sees: bool) {
+        let Some(contact) = self.read(|s| s.local_user(jid).map(str::to_string)) else {
+            return;
+        };
+        let me = self.node_id();
+        let dir = self.inner.dir.lock();
+        let viewers: Vec<String> = dir
+            .sessions(user)
+            .into_iter()
+            .flatten()
+            .filter(|(_, e)| e.node == me && e.avail.is_some())
+            .map(|(r, _)| r.clone())
+            .collect();
+        if viewers.is_empty() {
+            return;
+        }
+        if sees {
+            self.inner.node.read(|state| {
+                for vr in &viewers {
+                    self.show_owner_to(&dir, state, &contact, user, vr, true);
+                }
+            });
+            return;
+        }
+        let Some(cs) = dir.sessions(&contact) else {
+            return;
+        };
+        for (cr, ce) in cs {
+            if ce.avail.is_none() {
+                continue;
+            }
+            for vr in &viewers {
+                if let Some(ve) = dir.get(user, vr)
+                    && let Some(l) = &ve.local
+                {
+                    let d = Delivery::Presence {
+                        from: self.full(&contact, cr),
+                        state: PresenceState::Unavailable,
+                    };
+                    self.send_local(user, vr, ve.sid, l, d);
+                }
+            }
+        }
+    }
+}

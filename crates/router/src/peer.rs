@@ -1,0 +1,273 @@
+//! Peer links: one gRPC stream from this node to every other member, carrying this
+//! node's session directory changes, deliveries to sessions on the peer, and
+//! heartbeats. The receiving side applies frames in order and drops the sender's
+//! sessions when the stream ends or falls silent.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use presenced_cluster::NodeId;
+use presenced_cluster::auth::AddSecret;
+use presenced_proto::MAX_MESSAGE_BYTES;
+use presenced_proto::router::peer_client::PeerClient;
+use presenced_proto::router::peer_server::{Peer, PeerServer as GenServer};
+use presenced_proto::router::{Frame, LinkClosed};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::codegen::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::directory::SessionInfo;
+use crate::{Availability, Delivery, Router};
+
+/// Events queued for one peer before the link is considered hopelessly behind.
+const PEER_QUEUE: usize = 100_000;
+/// Events per frame at most.
+const MAX_BATCH: usize = 512;
+
+/// What travels on a link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub enum PeerEvent {
+    /// First event of every stream: all the sender's sessions (replaces the old copy).
+    Hello { sessions: Vec<SessionInfo> },
+    Up { user: String, resource: String, sid: u64 },
+    Presence {
+        user: String,
+        resource: String,
+        avail: Option<Availability>,
+    },
+    Down { user: String, resource: String, sid: u64 },
+    /// Hand this to a session of the receiving node.
+    Deliver {
+        user: String,
+        resource: String,
+        delivery: Delivery,
+    },
+    Heartbeat,
+}
+
+struct Link {
+    addr: String,
+    tx: mpsc::Sender<PeerEvent>,
+    task: JoinHandle<()>,
+}
+
+/// Outbound queues, one per peer.
+#[derive(Default)]
+pub(crate) struct Peers {
+    links: Mutex<HashMap<NodeId, Link>>,
+}
+
+impl Peers {
+    pub fn send(&self, node: NodeId, ev: PeerEvent) -> bool {
+        let links = self.links.lock();
+        let Some(l) = links.get(&node) else {
+            return false;
+        };
+        match l.tx.try_send(ev) {
+            Ok(()) => true,
+            Err(_) => {
+                metrics::counter!("presenced_peer_events_dropped_total").increment(1);
+                false
+            }
+        }
+    }
+
+    pub fn broadcast(&self, ev: PeerEvent) {
+        let links = self.links.lock();
+        for l in links.values() {
+            if l.tx.try_send(ev.clone()).is_err() {
+                metrics::counter!("presenced_peer_events_dropped_total").increment(1);
+            }
+        }
+    }
+}
+
+/// Keep one link per member of the Raft membership (voters and learners).
+pub(crate) fn spawn_links(router: Router) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let me = router.node_id();
+            let view = router.inner.node.membership();
+            let want: HashMap<NodeId, String> = view
+                .voters
+                .into_iter()
+                .chain(view.learners)
+                .filter(|(id, _)| *id != me)
+                .collect();
+            let mut links = router.inner.peers.links.lock();
+            links.retain(|id, l| {
+                let keep = want.get(id) == Some(&l.addr);
+                if !keep {
+                    l.task.abort();
+                }
+                keep
+            });
+            for (id, addr) in want {
+                if links.contains_key(&id) {
+                    continue;
+                }
+                let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                let task = tokio::spawn(run_link(router.clone(), id, addr.clone(), rx));
+                links.insert(id, Link { addr, tx, task });
+            }
+        }
+    });
+}
+
+type Client = PeerClient<InterceptedService<Channel, AddSecret>>;
+
+async fn connect(router: &Router, addr: &str) -> Result<Client, String> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2));
+    let ch = ep.connect().await.map_err(|e| e.to_string())?;
+    let auth = AddSecret::new(&router.inner.cfg.secret)?;
+    Ok(PeerClient::with_interceptor(ch, auth)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn frame(me: NodeId, epoch: u64, events: &[PeerEvent]) -> Frame {
+    Frame {
+        from_node: me,
+        epoch,
+        events: serde_json::to_vec(events).unwrap_or_default(),
+    }
+}
+
+async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Receiver<PeerEvent>) {
+    let me = router.node_id();
+    let heartbeat = router.inner.cfg.peer_heartbeat;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut client = match connect(&router, &addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(peer, %addr, "peer link: cannot connect: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        let epoch = rand::random::<u64>();
+        let (ftx, frx) = mpsc::channel::<Frame>(64);
+        // The hello goes first; events queued meanwhile follow it, so the peer's copy
+        // converges on this node's directory.
+        let _ = ftx.send(frame(me, epoch, &[router.hello()])).await;
+        let call = tokio::spawn(async move {
+            client
+                .link(tokio_stream::wrappers::ReceiverStream::new(frx))
+                .await
+        });
+        tracing::info!(peer, %addr, "peer link up");
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut call = call;
+        loop {
+            tokio::select! {
+                r = &mut call => {
+                    match r {
+                        Ok(Ok(_)) => tracing::info!(peer, "peer link closed by the peer"),
+                        Ok(Err(s)) => tracing::info!(peer, "peer link failed: {}", s.message()),
+                        Err(e) => tracing::info!(peer, "peer link task failed: {e}"),
+                    }
+                    break;
+                }
+                ev = tokio::time::timeout(heartbeat, rx.recv()) => {
+                    match ev {
+                        Ok(Some(ev)) => {
+                            batch.push(ev);
+                            while batch.len() < MAX_BATCH {
+                                match rx.try_recv() {
+                                    Ok(ev) => batch.push(ev),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        Ok(None) => { call.abort(); return; }
+                        Err(_) => batch.push(PeerEvent::Heartbeat),
+                    }
+                    metrics::histogram!("presenced_peer_batch_events").record(batch.len() as f64);
+                    let f = frame(me, epoch, &batch);
+                    batch.clear();
+                    if ftx.send(f).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        call.abort();
+        backoff = Duration::from_millis(100);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// The inbound side of the links.
+pub struct PeerService(Router);
+
+pub type PeerServer = InterceptedService<GenServer<PeerService>, presenced_cluster::auth::CheckSecret>;
+
+pub(crate) fn server(router: Router) -> PeerServer {
+    let check = router.inner.node.secret_check();
+    let svc = GenServer::new(PeerService(router))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    InterceptedService::new(svc, check)
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn link(&self, req: Request<Streaming<Frame>>) -> Result<Response<LinkClosed>, Status> {
+        let router = &self.0;
+        let dead_after = router.inner.cfg.peer_dead_after;
+        let mut stream = req.into_inner();
+        let mut current: Option<(NodeId, u64)> = None;
+        let outcome: Result<&str, Status> = loop {
+            let f = match tokio::time::timeout(dead_after, stream.message()).await {
+                Err(_) => break Ok("silent for too long"),
+                Ok(Err(s)) => break Ok(if s.code() == tonic::Code::Cancelled { "cancelled" } else { "stream error" }),
+                Ok(Ok(None)) => break Ok("closed"),
+                Ok(Ok(Some(f))) => f,
+            };
+            if f.from_node == router.node_id() || current.is_some_and(|c| c != (f.from_node, f.epoch)) {
+                break Err(Status::invalid_argument("frame from an unexpected node or epoch"));
+            }
+            let events: Vec<PeerEvent> = match serde_json::from_slice(&f.events) {
+                Ok(e) => e,
+                Err(e) => break Err(Status::invalid_argument(format!("undecodable frame: {e}"))),
+            };
+            if current.is_none() {
+                if !matches!(events.first(), Some(PeerEvent::Hello { .. })) {
+                    break Err(Status::invalid_argument("a link must start with a hello"));
+                }
+                router.peer_linked(f.from_node, f.epoch);
+                current = Some((f.from_node, f.epoch));
+            }
+            for ev in events {
+                router.on_peer_event(f.from_node, ev);
+            }
+        };
+        if let Some((node, epoch)) = current {
+            router.peer_lost(node, epoch);
+        }
+        match outcome {
+            Ok(reason) => Ok(Response::new(LinkClosed {
+                reason: reason.to_string(),
+            })),
+            Err(s) => {
+                metrics::counter!("presenced_peer_bad_frames_total").increment(1);
+                tracing::warn!("peer link refused: {}", s.message());
+                Err(s)
+            }
+        }
+    }
+}

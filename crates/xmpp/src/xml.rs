@@ -1,0 +1,572 @@
+//! A small element tree for stanzas, the XMPP stream reader built on quick-xml, and
+//! serialisation with escaping.
+//!
+//! The reader enforces RFC 6120 §11's restricted XML (no DTD, comments, processing
+//! instructions or entity references beyond the five predefined ones), a byte budget
+//! per stanza and a nesting depth limit. It is not cancel-safe: one task owns it.
+
+use std::fmt::Write as _;
+
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader, Take};
+
+pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
+pub const NS_CLIENT: &str = "jabber:client";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    El(Element),
+    Text(String),
+}
+
+/// An XML element: local name, namespace, attributes (qualified names as written) and
+/// children.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Element {
+    pub name: String,
+    pub ns: String,
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<Node>,
+}
+
+impl Element {
+    pub fn new(name: &str, ns: &str) -> Self {
+        Element {
+            name: name.into(),
+            ns: ns.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn attr(&self, k: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_attr(&mut self, k: &str, v: impl Into<String>) {
+        let v = v.into();
+        match self.attrs.iter_mut().find(|(a, _)| a == k) {
+            Some(slot) => slot.1 = v,
+            None => self.attrs.push((k.into(), v)),
+        }
+    }
+
+    pub fn remove_attr(&mut self, k: &str) {
+        self.attrs.retain(|(a, _)| a != k);
+    }
+
+    /// Builder: with an attribute (skipped when `None`).
+    pub fn with_attr(mut self, k: &str, v: impl AttrValue) -> Self {
+        if let Some(v) = v.into_attr() {
+            self.set_attr(k, v);
+        }
+        self
+    }
+
+    pub fn with_child(mut self, c: Element) -> Self {
+        self.children.push(Node::El(c));
+        self
+    }
+
+    pub fn with_text(mut self, t: impl Into<String>) -> Self {
+        self.children.push(Node::Text(t.into()));
+        self
+    }
+
+    pub fn push(&mut self, c: Element) {
+        self.children.push(Node::El(c));
+    }
+
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|c| match c {
+            Node::El(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    pub fn child(&self, name: &str, ns: &str) -> Option<&Element> {
+        self.elements().find(|e| e.name == name && e.ns == ns)
+    }
+
+    /// Concatenated text children.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for c in &self.children {
+            if let Node::Text(t) = c {
+                s.push_str(t);
+            }
+        }
+        s
+    }
+
+    /// Text of a child in the same namespace as `self`.
+    pub fn child_text(&self, name: &str) -> Option<String> {
+        self.child(name, &self.ns.clone()).map(|c| c.text())
+    }
+
+    /// Serialise; `xmlns` is written where the namespace differs from the parent's.
+    pub fn write_to(&self, out: &mut String, parent_ns: &str) {
+        out.push('<');
+        out.push_str(&self.name);
+        if self.ns != parent_ns {
+            out.push_str(" xmlns='");
+            escape_into(out, &self.ns);
+            out.push('\'');
+        }
+        for (k, v) in &self.attrs {
+            let _ = write!(out, " {k}='");
+            escape_into(out, v);
+            out.push('\'');
+        }
+        if self.children.is_empty() {
+            out.push_str("/>");
+            return;
+        }
+        out.push('>');
+        for c in &self.children {
+            match c {
+                Node::El(e) => e.write_to(out, &self.ns),
+                Node::Text(t) => escape_into(out, t),
+            }
+        }
+        out.push_str("</");
+        out.push_str(&self.name);
+        out.push('>');
+    }
+
+    /// Serialise as a stanza of a `jabber:client` stream.
+    pub fn to_stanza(&self) -> String {
+        let mut s = String::with_capacity(256);
+        self.write_to(&mut s, NS_CLIENT);
+        s
+    }
+}
+
+/// What can be an attribute value (`None` leaves the attribute out).
+pub trait AttrValue {
+    fn into_attr(self) -> Option<String>;
+}
+impl AttrValue for &str {
+    fn into_attr(self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+impl AttrValue for String {
+    fn into_attr(self) -> Option<String> {
+        Some(self)
+    }
+}
+impl AttrValue for Option<String> {
+    fn into_attr(self) -> Option<String> {
+        self
+    }
+}
+
+pub fn escape_into(out: &mut String, s: &str) {
+    for ch in s.chars() {
+        match ch {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The opening `<stream:stream>` a client sent.
+#[derive(Debug, Clone, Default)]
+pub struct StreamHeader {
+    pub to: Option<String>,
+    pub version: Option<String>,
+    pub lang: Option<String>,
+    /// The default namespace of the stream's content.
+    pub content_ns: String,
+}
+
+#[derive(Debug)]
+pub enum Frame {
+    Header(StreamHeader),
+    Stanza(Element),
+    /// Whitespace between stanzas.
+    Keepalive,
+    /// `</stream:stream>` or the end of the connection.
+    End,
+}
+
+/// A violation that ends the stream, named by its RFC 6120 §4.9.3 condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    #[error("restricted-xml: {0}")]
+    Restricted(&'static str),
+    #[error("policy-violation: {0}")]
+    PolicyViolation(String),
+    #[error("not-well-formed: {0}")]
+    NotWellFormed(String),
+    #[error("invalid-namespace: {0}")]
+    InvalidNamespace(String),
+    #[error("bad-format: {0}")]
+    BadFormat(String),
+    #[error("connection error: {0}")]
+    Io(String),
+}
+
+impl XmlError {
+    pub fn condition(&self) -> &'static str {
+        match self {
+            XmlError::Restricted(_) => "restricted-xml",
+            XmlError::PolicyViolation(_) => "policy-violation",
+            XmlError::NotWellFormed(_) => "not-well-formed",
+            XmlError::InvalidNamespace(_) => "invalid-namespace",
+            XmlError::BadFormat(_) => "bad-format",
+            XmlError::Io(_) => "connection-timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_stanza_bytes: u64,
+    pub max_depth: usize,
+}
+
+/// Reads one XMPP stream: the header, then one stanza at a time.
+pub struct StreamReader<R: AsyncRead + Unpin> {
+    xml: NsReader<BufReader<Take<R>>>,
+    buf: Vec<u8>,
+    depth: usize,
+    stack: Vec<Element>,
+    limits: Limits,
+}
+
+impl<R: AsyncRead + Unpin> StreamReader<R> {
+    pub fn new(io: R, limits: Limits) -> Self {
+        let mut xml = NsReader::from_reader(BufReader::with_capacity(
+            2048,
+            io.take(limits.max_stanza_bytes),
+        ));
+        let c = xml.config_mut();
+        c.check_end_names = true;
+        c.expand_empty_elements = false;
+        c.trim_text(false);
+        xml.resolver_mut().set_max_namespace_bindings(16);
+        StreamReader {
+            xml,
+            buf: Vec::new(),
+            depth: 0,
+            stack: Vec::new(),
+            limits,
+        }
+    }
+
+    /// Bytes read from the socket but not yet parsed (must be none before STARTTLS).
+    pub fn has_buffered(&self) -> bool {
+        !self.xml.get_ref().buffer().is_empty()
+    }
+
+    pub fn into_inner(self) -> R {
+        self.xml.into_inner().into_inner().into_inner()
+    }
+
+    fn budget(&mut self) -> &mut Take<R> {
+        self.xml.get_mut().get_mut()
+    }
+
+    fn too_big(&self) -> XmlError {
+        XmlError::PolicyViolation(format!(
+            "stanza larger than {} bytes",
+            self.limits.max_stanza_bytes
+        ))
+    }
+
+    pub async fn next(&mut self) -> Result<Frame, XmlError> {
+        loop {
+            self.buf.clear();
+            if self.buf.capacity() > 8192 {
+                self.buf.shrink_to(1024);
+            }
+            let res = self
+                .xml
+                .read_resolved_event_into_async(&mut self.buf)
+                .await
+                .map(|(ns, ev)| {
+                    let ns = match ns {
+                        ResolveResult::Bound(n) => Some(n.0.to_string()),
+                        ResolveResult::Unbound => Some(String::new()),
+                        ResolveResult::Unknown(_) => None,
+                    };
+                    (ns, ev.into_owned())
+                });
+            let (ns, ev) = match res {
+                Ok(x) => x,
+                Err(_) if self.xml.get_ref().get_ref().limit() == 0 => {
+                    return Err(self.too_big());
+                }
+                Err(quick_xml::Error::Io(e)) => return Err(XmlError::Io(e.to_string())),
+                Err(e) => return Err(XmlError::NotWellFormed(e.to_string())),
+            };
+            match ev {
+                Event::DocType(_) => return Err(XmlError::Restricted("DOCTYPE is not allowed")),
+                Event::PI(_) => {
+                    return Err(XmlError::Restricted("processing instructions are not allowed"));
+                }
+                Event::Comment(_) => return Err(XmlError::Restricted("comments are not allowed")),
+                Event::Decl(_) if self.depth == 0 => continue,
+                Event::Decl(_) => return Err(XmlError::Restricted("misplaced XML declaration")),
+                Event::Eof if self.xml.get_ref().get_ref().limit() == 0 => {
+                    return Err(self.too_big());
+                }
+                Event::Eof if self.depth > 1 => {
+                    return Err(XmlError::NotWellFormed("connection closed inside a stanza".into()));
+                }
+                Event::Eof => return Ok(Frame::End),
+                Event::Start(ref e) if self.depth == 0 => {
+                    let header = self.header(e, ns)?;
+                    self.depth = 1;
+                    let max = self.limits.max_stanza_bytes;
+                    self.budget().set_limit(max);
+                    return Ok(Frame::Header(header));
+                }
+                Event::Empty(_) | Event::Text(_) | Event::End(_) | Event::GeneralRef(_) | Event::CData(_)
+                    if self.depth == 0 =>
+                {
+                    return Err(XmlError::BadFormat("expected <stream:stream>".into()));
+                }
+                Event::Start(e) => {
+                    let el = self.element(&e, ns)?;
+                    self.depth += 1;
+                    if self.depth > self.limits.max_depth {
+                        return Err(XmlError::PolicyViolation(format!(
+                            "elements nested deeper than {}",
+                            self.limits.max_depth
+                        )));
+                    }
+                    self.stack.push(el);
+                }
+                Event::Empty(e) => {
+                    let el = self.element(&e, ns)?;
+                    if let Some(f) = self.attach(el) {
+                        return Ok(f);
+                    }
+                }
+                Event::End(_) => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return Ok(Frame::End);
+                    }
+                    let el = self.stack.pop().expect("depth > 1 means an open element");
+                    if let Some(f) = self.attach(el) {
+                        return Ok(f);
+                    }
+                }
+                Event::Text(t) => {
+                    if self.depth == 1 {
+                        if t.trim().is_empty() {
+                            let max = self.limits.max_stanza_bytes;
+                            self.budget().set_limit(max);
+                            return Ok(Frame::Keepalive);
+                        }
+                        return Err(XmlError::BadFormat("text at stream level".into()));
+                    }
+                    self.text(&t.xml10_content());
+                }
+                Event::CData(t) => {
+                    if self.depth == 1 {
+                        return Err(XmlError::BadFormat("CDATA at stream level".into()));
+                    }
+                    let s = t.into_inner().into_owned();
+                    self.text(&s);
+                }
+                Event::GeneralRef(r) => {
+                    let ch = if r.is_char_ref() {
+                        match r.resolve_char_ref() {
+                            Ok(Some(c)) => c.to_string(),
+                            _ => return Err(XmlError::NotWellFormed("bad character reference".into())),
+                        }
+                    } else {
+                        match &*r {
+                            "lt" => "<".into(),
+                            "gt" => ">".into(),
+                            "amp" => "&".into(),
+                            "apos" => "'".into(),
+                            "quot" => "\"".into(),
+                            _ => return Err(XmlError::Restricted("entity references are not allowed")),
+                        }
+                    };
+                    if self.depth <= 1 {
+                        return Err(XmlError::BadFormat("text at stream level".into()));
+                    }
+                    self.text(&ch);
+                }
+            }
+        }
+    }
+
+    fn text(&mut self, t: &str) {
+        if let Some(top) = self.stack.last_mut() {
+            if let Some(Node::Text(prev)) = top.children.last_mut() {
+                prev.push_str(t);
+            } else {
+                top.children.push(Node::Text(t.to_string()));
+            }
+        }
+    }
+
+    /// Attach a finished element to its parent; a finished depth-1 element is a stanza.
+    fn attach(&mut self, el: Element) -> Option<Frame> {
+        match self.stack.last_mut() {
+            Some(parent) => {
+                parent.children.push(Node::El(el));
+                None
+            }
+            None => {
+                let max = self.limits.max_stanza_bytes;
+                self.budget().set_limit(max);
+                Some(Frame::Stanza(el))
+            }
+        }
+    }
+
+    fn element(&self, e: &BytesStart<'_>, ns: Option<String>) -> Result<Element, XmlError> {
+        let ns = ns.ok_or_else(|| XmlError::InvalidNamespace("undeclared namespace prefix".into()))?;
+        let name = e.local_name().as_ref().to_string();
+        let mut attrs = Vec::new();
+        for a in e.attributes() {
+            let a = a.map_err(|err| XmlError::NotWellFormed(err.to_string()))?;
+            let key = a.key.as_ref().to_string();
+            if key == "xmlns" || key.starts_with("xmlns:") {
+                continue;
+            }
+            let v = a
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|_| XmlError::Restricted("entity references are not allowed"))?;
+            attrs.push((key, v.into_owned()));
+        }
+        Ok(Element {
+            name,
+            ns,
+            attrs,
+            children: Vec::new(),
+        })
+    }
+
+    fn header(&self, e: &BytesStart<'_>, ns: Option<String>) -> Result<StreamHeader, XmlError> {
+        if e.local_name().as_ref() != "stream" || ns.as_deref() != Some(NS_STREAM) {
+            return Err(XmlError::InvalidNamespace("expected <stream:stream>".into()));
+        }
+        let mut h = StreamHeader::default();
+        for a in e.attributes() {
+            let a = a.map_err(|err| XmlError::NotWellFormed(err.to_string()))?;
+            let v = a
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|_| XmlError::Restricted("entity references are not allowed"))?
+                .into_owned();
+            match a.key.as_ref() {
+                "to" => h.to = Some(v),
+                "version" => h.version = Some(v),
+                "xml:lang" => h.lang = Some(v),
+                "xmlns" => h.content_ns = v,
+                _ => {}
+            }
+        }
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPEN: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='ex.org' version='1.0'>";
+
+    async fn frames(input: String, limits: Limits) -> Vec<Result<String, String>> {
+        let mut r = StreamReader::new(std::io::Cursor::new(input.into_bytes()), limits);
+        let mut out = Vec::new();
+        loop {
+            match r.next().await {
+                Ok(Frame::Header(h)) => out.push(Ok(format!("header to={:?}", h.to))),
+                Ok(Frame::Stanza(e)) => out.push(Ok(e.to_stanza())),
+                Ok(Frame::Keepalive) => out.push(Ok("keepalive".into())),
+                Ok(Frame::End) => {
+                    out.push(Ok("end".into()));
+                    break;
+                }
+                Err(e) => {
+                    out.push(Err(e.condition().to_string()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_stanza_bytes: 4096,
+            max_depth: 16,
+        }
+    }
+
+    #[tokio::test]
+    async fn stanzas_text_and_references() {
+        let s = format!(
+            "{OPEN}<message to='b@ex.org' type='chat'><body>a &amp; b &#x263A; &lt;x&gt;</body></message> \n<presence/></stream:stream>"
+        );
+        let f = frames(s, limits()).await;
+        assert_eq!(f[0], Ok("header to=Some(\"ex.org\")".into()));
+        assert_eq!(
+            f[1],
+            Ok("<message to='b@ex.org' type='chat'><body>a &amp; b \u{263A} &lt;x&gt;</body></message>".into())
+        );
+        assert_eq!(f[2], Ok("keepalive".into()));
+        assert_eq!(f[3], Ok("<presence/>".into()));
+        assert_eq!(f[4], Ok("end".into()));
+    }
+
+    #[tokio::test]
+    async fn namespaces_are_resolved() {
+        let s = format!("{OPEN}<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>");
+        let mut r = StreamReader::new(std::io::Cursor::new(s.into_bytes()), limits());
+        assert!(matches!(r.next().await, Ok(Frame::Header(_))));
+        let Ok(Frame::Stanza(iq)) = r.next().await else { panic!() };
+        assert_eq!(iq.ns, NS_CLIENT);
+        assert!(iq.child("query", "jabber:iq:roster").is_some());
+    }
+
+    #[tokio::test]
+    async fn violations() {
+        let cases = [
+            ("<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol1 '&lol;&lol;'>]><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><message><body>&lol1;</body></message>".to_string(), "restricted-xml"),
+            (format!("{OPEN}<message><body>&xxe;</body></message>"), "restricted-xml"),
+            (format!("{OPEN}<message a='&xxe;'/>"), "restricted-xml"),
+            (format!("{OPEN}<!-- hi --><presence/>"), "restricted-xml"),
+            (format!("{OPEN}<message><body>{}</body></message>", "A".repeat(10_000)), "policy-violation"),
+            (format!("{OPEN}<message>{}", "<a>".repeat(40)), "policy-violation"),
+            (format!("{OPEN}<message><body>x</message>"), "not-well-formed"),
+            ("<stream xmlns='jabber:client'>".to_string(), "invalid-namespace"),
+            (format!("{OPEN}<x:message/>"), "invalid-namespace"),
+        ];
+        for (input, want) in cases {
+            let f = frames(input.clone(), limits()).await;
+            assert_eq!(f.last(), Some(&Err(want.to_string())), "{input:.80}: {f:?}");
+        }
+    }
+
+    #[test]
+    fn escaping_round_trip() {
+        let e = Element::new("message", NS_CLIENT)
+            .with_attr("to", "a'b\"<c>&")
+            .with_child(Element::new("body", NS_CLIENT).with_text("<&>"))
+            .with_child(Element::new("no-store", "urn:xmpp:hints"));
+        assert_eq!(
+            e.to_stanza(),
+            "<message to='a&apos;b&quot;&lt;c&gt;&amp;'><body>&lt;&amp;&gt;</body><no-store xmlns='urn:xmpp:hints'/></message>"
+        );
+    }
+}
