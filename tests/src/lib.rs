@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod xmpp;
+
 pub const SECRET: &str = "e2e-test-secret-0123456789";
 pub const DOMAIN: &str = "example.test";
 
@@ -70,6 +72,7 @@ pub struct NodeProc {
     pub cluster: u16,
     pub admin: u16,
     pub http: u16,
+    pub xmpp: u16,
     pub config: PathBuf,
     pub data: PathBuf,
     pub log: PathBuf,
@@ -77,6 +80,11 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
+    /// The node's self-signed XMPP certificate (generated at first start).
+    pub fn cert(&self) -> PathBuf {
+        self.data.join("tls").join("xmpp.crt")
+    }
+
     pub fn admin_addr(&self) -> String {
         format!("127.0.0.1:{}", self.admin)
     }
@@ -92,6 +100,8 @@ pub struct Opts {
     pub snapshot_every: u64,
     pub keep_logs: u64,
     pub timeout_ms: u64,
+    /// Appended to every node's config (e.g. a `[router]` or `[xmpp]` table).
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -100,6 +110,7 @@ impl Default for Opts {
             snapshot_every: 20_000,
             keep_logs: 2_000,
             timeout_ms: 5_000,
+            extra: String::new(),
         }
     }
 }
@@ -164,11 +175,13 @@ snapshot_every = {se}
 keep_logs = {kl}
 timeout_ms = {to}
 cache_mb = 16
+{extra}
 "#,
                     data = data.display(),
                     se = opts.snapshot_every,
                     kl = opts.keep_logs,
                     to = opts.timeout_ms,
+                    extra = opts.extra,
                 ),
             )
             .expect("write config");
@@ -178,6 +191,7 @@ cache_mb = 16
                 cluster,
                 admin,
                 http,
+                xmpp,
                 config,
                 data,
                 log,

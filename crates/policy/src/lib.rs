@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn own_resources_always_see_each_other() {
         let mut s = state();
-        s.apply(&Command::SetSetting {
+        let _ = s.apply(&Command::SetSetting {
             key: "availability_sharing".into(),
             value: "false".into(),
         });
@@ -114,13 +114,13 @@ mod tests {
         // bob does not let alice watch him
         assert_eq!(visibility(&s, "bob", "alice@ex.org", ctx), Seen::Nothing);
         assert_eq!(visibility(&s, "alice", "carol@ex.org", ctx), Seen::Nothing);
-        s.apply(&Command::SetSetting {
+        let _ = s.apply(&Command::SetSetting {
             key: "availability_sharing".into(),
             value: "off".into(),
         });
         assert_eq!(visibility(&s, "alice", "bob@ex.org", ctx), Seen::Unavailable);
         // alice's override turns it back on for her alone
-        s.apply(&Command::SetPolicy {
+        let _ = s.apply(&Command::SetPolicy {
             user: "alice".into(),
             key: PolicyKey::AvailabilitySharing,
             value: Override::On,
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn per_user_off_hides_only_that_user() {
         let mut s = state();
-        s.apply(&Command::SetPolicy {
+        let _ = s.apply(&Command::SetPolicy {
             user: "alice".into(),
             key: PolicyKey::AvailabilitySharing,
             value: Override::Off,

@@ -27,7 +27,7 @@ pub(crate) fn spawn(router: Router) {
 impl Router {
     fn on_cluster_event(&self, ev: Event) {
         match ev {
-            Event::SettingChanged { key, .. } if key == "availability_sharing" => {
+            Event::SettingChanged { key, .. } if key == "presence.availability_sharing" => {
                 self.refresh_visibility(None)
             }
             Event::PolicyChanged {
@@ -43,8 +43,12 @@ impl Router {
             } => {
                 let jid = item.jid.clone();
                 let sees = item.subscription.sees_contact();
+                // A pending request never showed the contact: nothing to take back.
+                let pending = !sees && item.ask;
                 self.roster_push(&user, &jid, Some(item), version);
-                self.contact_view_changed(&user, &jid, sees);
+                if !pending {
+                    self.contact_view_changed(&user, &jid, sees);
+                }
             }
             Event::RosterItemRemoved { user, jid, version } => {
                 self.roster_push(&user, &jid, None, version);

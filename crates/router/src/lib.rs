@@ -1017,13 +1017,6 @@ impl Session {
         for a in &mut msg.addresses {
             a.delivered = false;
         }
-        if let Ok(Target::User { user, .. }) = self.router.target(&msg.to) {
-            // Writing to someone keeps a sticky route to them alive.
-            let key = (self.user.clone(), self.router.bare(&user));
-            if let Some((_, at)) = self.router.inner.sticky.lock().get_mut(&key) {
-                *at = Instant::now();
-            }
-        }
         self.router.route_message(&self.user, msg).await
     }
 

@@ -1,0 +1,404 @@
+//! XMPP clients (slixmpp) on different nodes of a 3-node cluster: subscriptions,
+//! presence, messaging, forking, offline delivery, broadcast and the settings that
+//! govern them.
+
+use std::time::{Duration, Instant};
+
+use presenced_e2e::xmpp::{Agent, jid};
+use presenced_e2e::{Cluster, Opts};
+use serde_json::json;
+
+const PW: &str = "secret-pw-1";
+const T: Duration = Duration::from_secs(10);
+
+fn cluster_with(users: &[&str], extra: &str) -> Cluster {
+    let c = Cluster::start_with(
+        3,
+        Opts {
+            extra: extra.to_string(),
+            ..Opts::default()
+        },
+    );
+    for u in users {
+        c.ctl(0, &["user", "add", u, "--password", PW]).ok();
+    }
+    c
+}
+
+fn cluster(users: &[&str]) -> Cluster {
+    cluster_with(users, "")
+}
+
+/// Provision `user` seeing `contact` (and `contact` letting `user` watch).
+fn provision(c: &Cluster, user: &str, contact: &str) {
+    c.ctl(0, &["roster", "add", user, contact]).ok();
+}
+
+fn set(c: &Cluster, key: &str, value: &str) {
+    c.ctl(1, &["settings", "set", key, value]).ok();
+}
+
+#[test]
+fn subscribe_approve_presence_and_chat_across_nodes() {
+    let c = cluster(&["alice", "bob"]);
+    let mut alice = Agent::login(&c, 0, "alice", "laptop", PW);
+    let mut bob = Agent::login(&c, 1, "bob", "phone", PW);
+    let r = alice.roster();
+    assert_eq!(r["items"], json!({}), "{r}");
+    alice.available();
+    bob.presence(json!({"status": "on the bus"}));
+
+    // alice asks; bob (on another node) is asked and approves.
+    alice.presence(json!({"type": "subscribe", "to": jid("bob")}));
+    bob.expect("subscription request", T, |e| {
+        e["ev"] == "presence" && e["type"] == "subscribe" && e["from"] == jid("alice")
+    });
+    alice.expect("pending roster push", T, |e| {
+        e["ev"] == "roster_push" && e["items"][jid("bob")]["ask"] == "subscribe"
+    });
+    bob.presence(json!({"type": "subscribed", "to": jid("alice")}));
+    alice.expect("subscribed", T, |e| {
+        e["ev"] == "presence" && e["type"] == "subscribed" && e["from"] == jid("bob")
+    });
+    let p = alice.expect_available("bob@example.test/phone", T);
+    assert_eq!(p["status"], "on the bus");
+
+    // Availability changes reach the watcher.
+    bob.presence(json!({"show": "dnd", "status": "meeting", "priority": 5}));
+    alice.expect("bob's dnd", T, |e| {
+        e["ev"] == "presence" && e["from"] == "bob@example.test/phone" && e["show"] == "dnd"
+    });
+
+    // Messages both ways; `from` is stamped by the server.
+    alice.chat(&jid("bob"), "hello bob");
+    let m = bob.expect_body("hello bob", T);
+    assert_eq!(m["from"], "alice@example.test/laptop");
+    bob.chat(m["from"].as_str().unwrap(), "hi alice");
+    alice.expect_body("hi alice", T);
+
+    // Rosters on both sides, and roster versioning: an up-to-date version gets an
+    // empty result.
+    let ra = alice.roster();
+    assert_eq!(ra["items"][jid("bob")]["subscription"], "to", "{ra}");
+    let rb = bob.roster();
+    assert_eq!(rb["items"][jid("alice")]["subscription"], "from", "{rb}");
+    alice.send(json!({"cmd": "raw", "xml": format!(
+        "<iq type='get' id='rv1'><query xmlns='jabber:iq:roster' ver='{}'/></iq>",
+        ra["ver"].as_str().unwrap())}));
+    // (slixmpp does not surface raw iq results; the roster push path is checked above)
+
+    // bob logs out: alice sees him unavailable.
+    bob.quit();
+    alice.expect_unavailable("bob@example.test/phone", T);
+}
+
+#[test]
+fn view_without_approval_and_roster_edits_push_to_every_node() {
+    let c = cluster(&["alice", "bob"]);
+    set(&c, "view_without_approval", "on");
+    let mut bob = Agent::login(&c, 2, "bob", "desk", PW);
+    bob.available();
+    let mut alice1 = Agent::login(&c, 0, "alice", "one", PW);
+    let mut alice2 = Agent::login(&c, 1, "alice", "two", PW);
+    alice1.roster();
+    alice2.roster();
+    alice1.available();
+    alice2.available();
+    // alice's own resources see each other.
+    alice1.expect_available("alice@example.test/two", T);
+
+    alice1.presence(json!({"type": "subscribe", "to": jid("bob")}));
+    alice1.expect("auto-approval", T, |e| {
+        e["ev"] == "presence" && e["type"] == "subscribed" && e["from"] == jid("bob")
+    });
+    // Both of alice's resources (on two nodes) get bob's presence and the push.
+    alice1.expect_available("bob@example.test/desk", T);
+    alice2.expect_available("bob@example.test/desk", T);
+    alice2.expect("roster push on the other node", T, |e| {
+        e["ev"] == "roster_push" && e["items"][jid("bob")]["subscription"] == "to"
+    });
+    bob.expect_none("a subscription request", Duration::from_millis(500), |e| {
+        e["type"] == "subscribe"
+    });
+
+    // Rename, then remove: pushes everywhere, and bob stops being visible.
+    alice2.send(json!({"cmd": "roster_set", "jid": jid("bob"), "name": "Bobby"}));
+    alice1.expect("rename push", T, |e| {
+        e["ev"] == "roster_push" && e["items"][jid("bob")]["name"] == "Bobby"
+    });
+    alice1.send(json!({"cmd": "roster_remove", "jid": jid("bob")}));
+    alice2.expect("removal push", T, |e| {
+        e["ev"] == "roster_push" && e["items"][jid("bob")]["subscription"] == "remove"
+    });
+    alice2.expect_unavailable("bob@example.test/desk", T);
+}
+
+#[test]
+fn forking_to_every_resource_then_sticky_after_a_reply() {
+    let c = cluster_with(&["alice", "bob"], "[router]\nsticky_quiet_secs = 3\n");
+    provision(&c, "alice", "bob");
+    provision(&c, "bob", "alice");
+    let mut alice = Agent::login(&c, 0, "alice", "a", PW);
+    let mut bob1 = Agent::login(&c, 1, "bob", "b1", PW);
+    let mut bob2 = Agent::login(&c, 2, "bob", "b2", PW);
+    for a in [&mut alice, &mut bob1, &mut bob2] {
+        a.available();
+    }
+    alice.expect_available("bob@example.test/b1", T);
+    alice.expect_available("bob@example.test/b2", T);
+
+    // To the bare JID: both resources get it.
+    alice.chat(&jid("bob"), "fork 1");
+    bob1.expect_body("fork 1", T);
+    bob2.expect_body("fork 1", T);
+
+    // b2 replies: alice's next messages go to b2 only.
+    bob2.chat(&jid("alice"), "b2 here");
+    alice.expect_body("b2 here", T);
+    alice.chat(&jid("bob"), "sticky 1");
+    bob2.expect_body("sticky 1", T);
+    alice.chat(&jid("bob"), "sticky 2");
+    bob2.expect_body("sticky 2", T);
+    bob1.expect_none("a sticky message on b1", Duration::from_secs(1), |e| {
+        e["ev"] == "message" && e["body"].as_str().is_some_and(|b| b.starts_with("sticky"))
+    });
+
+    // The quiet period passes: forking starts again.
+    std::thread::sleep(Duration::from_secs(4));
+    alice.chat(&jid("bob"), "fork 2");
+    bob1.expect_body("fork 2", T);
+    bob2.expect_body("fork 2", T);
+
+    // b1 replies, then goes offline: forking resumes at once (to b2).
+    bob1.chat(&jid("alice"), "b1 here");
+    alice.expect_body("b1 here", T);
+    bob1.quit();
+    alice.expect_unavailable("bob@example.test/b1", T);
+    alice.chat(&jid("bob"), "after b1 left");
+    bob2.expect_body("after b1 left", T);
+}
+
+#[test]
+fn killed_node_users_go_unavailable_and_find_their_offline_messages_elsewhere() {
+    let c = cluster(&["alice", "bob"]);
+    let mut c = c;
+    provision(&c, "alice", "bob");
+    provision(&c, "bob", "alice");
+    let mut alice = Agent::login(&c, 0, "alice", "a", PW);
+    let mut bob = Agent::login(&c, 2, "bob", "b", PW);
+    alice.available();
+    bob.available();
+    alice.expect_available("bob@example.test/b", T);
+
+    // kill -9 the node holding bob's session: alice (another node) hears within 5 s.
+    let t0 = Instant::now();
+    c.kill(2);
+    alice.expect_unavailable("bob@example.test/b", Duration::from_secs(5));
+    let detected = t0.elapsed();
+    assert!(detected < Duration::from_secs(5), "took {detected:?}");
+    drop(bob);
+
+    // Messages to bob are now stored (in Raft, on the two surviving nodes).
+    alice.chat(&jid("bob"), "while you were away 1");
+    alice.chat(&jid("bob"), "while you were away 2");
+    alice.expect_none("an error", Duration::from_millis(500), |e| e["type"] == "error");
+
+    // The node holding alice (and possibly the leader) dies too, then comes back:
+    // the stored messages survive.
+    c.kill(0);
+    drop(alice);
+    c.start_node(0);
+    c.wait_healthy(0, Duration::from_secs(30));
+
+    // bob reconnects to another node: roster and offline messages are there.
+    let mut bob = Agent::login(&c, 1, "bob", "b", PW);
+    let r = bob.roster();
+    assert_eq!(r["items"][jid("alice")]["subscription"], "both", "{r}");
+    bob.available();
+    let m1 = bob.expect_body("while you were away 1", T);
+    let m2 = bob.expect_body("while you were away 2", T);
+    for m in [&m1, &m2] {
+        assert!(m["delay"].as_str().is_some_and(|s| s.ends_with('Z')), "no delay stamp: {m}");
+        assert_eq!(m["from"], "alice@example.test/a");
+    }
+    // Delivered once: a second login does not get them again.
+    bob.quit();
+    let mut bob = Agent::login(&c, 0, "bob", "again", PW);
+    bob.available();
+    bob.expect_none("a redelivered offline message", Duration::from_secs(2), |e| {
+        e["ev"] == "message" && e["body"].as_str().is_some_and(|b| b.starts_with("while"))
+    });
+}
+
+#[test]
+fn broadcast_reaches_users_on_every_node_and_is_capped() {
+    let users = ["alice", "carol", "dave", "erin", "frank"];
+    let c = cluster(&users);
+    let mut alice = Agent::login(&c, 0, "alice", "a", PW);
+    let mut carol = Agent::login(&c, 0, "carol", "c", PW);
+    let mut dave = Agent::login(&c, 1, "dave", "d", PW);
+    let mut erin = Agent::login(&c, 2, "erin", "e", PW);
+    for a in [&mut alice, &mut carol, &mut dave, &mut erin] {
+        a.available();
+    }
+    let to: Vec<String> = ["carol", "dave", "erin", "frank"].iter().map(|u| jid(u)).collect();
+    alice.send(json!({"cmd": "broadcast", "to": to, "body": "all hands at 3"}));
+    for a in [&mut carol, &mut dave, &mut erin] {
+        let m = a.expect_body("all hands at 3", T);
+        assert_eq!(m["from"], "alice@example.test/a");
+        assert_eq!(m["addresses"].as_array().map(|v| v.len()), Some(4), "{m}");
+    }
+    // frank was offline: he gets it at login.
+    let mut frank = Agent::login(&c, 2, "frank", "f", PW);
+    frank.available();
+    frank.expect_body("all hands at 3", T);
+
+    set(&c, "broadcast_max_recipients", "3");
+    alice.send(json!({"cmd": "broadcast", "to": to, "body": "too many", "id": "b2"}));
+    let e = alice.expect("too-many-recipients error", T, |e| {
+        e["ev"] == "message" && e["type"] == "error"
+    });
+    assert_eq!(e["error"], "not-acceptable", "{e}");
+    assert_eq!(e["error_app"], "too_many_recipients", "{e}");
+    carol.expect_none("the capped broadcast", Duration::from_millis(500), |e| e["body"] == "too many");
+}
+
+#[test]
+fn availability_sharing_flips_for_connected_watchers() {
+    let c = cluster(&["alice", "bob"]);
+    provision(&c, "alice", "bob");
+    let mut alice = Agent::login(&c, 0, "alice", "a", PW);
+    let mut bob = Agent::login(&c, 1, "bob", "b1", PW);
+    alice.available();
+    bob.presence(json!({"show": "away", "status": "back soon"}));
+    alice.expect_available("bob@example.test/b1", T);
+
+    // Off cluster-wide: alice sees bob unavailable at once, without reconnecting.
+    set(&c, "availability_sharing", "off");
+    alice.expect_unavailable("bob@example.test/b1", T);
+    // bob's own other resource still sees his status.
+    let mut bob2 = Agent::login(&c, 2, "bob", "b2", PW);
+    bob2.available();
+    let own = bob2.expect_available("bob@example.test/b1", T);
+    assert_eq!(own["show"], "away");
+    // ... while alice gets nothing real for either resource.
+    bob.presence(json!({"show": "chat", "status": "free now"}));
+    alice.expect_none("bob's real availability", Duration::from_secs(1), |e| {
+        e["ev"] == "presence" && e["from"].as_str().is_some_and(|f| f.starts_with("bob@")) && e["type"] != "unavailable"
+    });
+    // A newly logged-in watcher sees nothing of bob either.
+    let mut alice2 = Agent::login(&c, 2, "alice", "a2", PW);
+    alice2.available();
+    alice2.expect_none("bob's availability", Duration::from_secs(1), |e| {
+        e["ev"] == "presence" && e["from"].as_str().is_some_and(|f| f.starts_with("bob@")) && e["type"] != "unavailable"
+    });
+
+    // On again: the watcher gets the current state.
+    set(&c, "availability_sharing", "on");
+    let p = alice.expect("bob's current availability", T, |e| {
+        e["ev"] == "presence" && e["from"] == "bob@example.test/b1" && e["show"] == "chat"
+    });
+    assert_eq!(p["status"], "free now");
+
+    // Per user: bob's override off hides only bob.
+    c.ctl(0, &["user", "policy", "bob", "availability_sharing", "off"]).ok();
+    alice.expect_unavailable("bob@example.test/b1", T);
+    c.ctl(0, &["user", "policy", "bob", "availability_sharing", "inherit"]).ok();
+    alice.expect_available("bob@example.test/b1", T);
+}
+
+#[test]
+fn messaging_settings_im_enabled_offline_suppression_history() {
+    let c = cluster(&["alice", "bob", "carol"]);
+    provision(&c, "alice", "bob");
+    let mut alice = Agent::login(&c, 0, "alice", "a", PW);
+    let mut bob = Agent::login(&c, 1, "bob", "b", PW);
+    alice.available();
+    bob.available();
+    alice.expect_available("bob@example.test/b", T);
+
+    // IM off: refused with a stanza error; presence goes on.
+    set(&c, "im_enabled", "off");
+    alice.send(json!({"cmd": "message", "to": jid("bob"), "body": "blocked?", "id": "m1"}));
+    let e = alice.expect("im disabled error", T, |e| e["ev"] == "message" && e["type"] == "error");
+    assert_eq!(e["error"], "not-allowed", "{e}");
+    assert_eq!(e["error_app"], "im_disabled", "{e}");
+    bob.expect_none("a message", Duration::from_millis(500), |e| e["body"] == "blocked?");
+    bob.presence(json!({"show": "xa"}));
+    alice.expect("presence while IM is off", T, |e| e["ev"] == "presence" && e["show"] == "xa");
+    set(&c, "im_enabled", "on");
+
+    // Offline IM suppressed: an error instead of a silent drop.
+    set(&c, "suppress_offline_im", "on");
+    alice.send(json!({"cmd": "message", "to": jid("carol"), "body": "are you there", "id": "m2"}));
+    let e = alice.expect("offline suppressed error", T, |e| e["ev"] == "message" && e["type"] == "error");
+    assert_eq!(e["error"], "service-unavailable", "{e}");
+    assert_eq!(e["error_app"], "offline_suppressed", "{e}");
+    set(&c, "suppress_offline_im", "off");
+
+    // A full offline queue: the same.
+    set(&c, "offline_queue_max_per_user", "1");
+    alice.chat(&jid("carol"), "first");
+    alice.send(json!({"cmd": "message", "to": jid("carol"), "body": "second", "id": "m3"}));
+    let e = alice.expect("queue full error", T, |e| e["ev"] == "message" && e["type"] == "error");
+    assert_eq!(e["error"], "resource-constraint", "{e}");
+    assert_eq!(e["error_app"], "offline_queue_full", "{e}");
+
+    // History logging off: delivered messages carry the no-store hint, and disco says so.
+    alice.chat(&jid("bob"), "logged");
+    let m = bob.expect_body("logged", T);
+    assert_eq!(m["no_store"], false);
+    set(&c, "allow_history_logging", "off");
+    alice.chat(&jid("bob"), "not logged");
+    let m = bob.expect_body("not logged", T);
+    assert_eq!(m["no_store"], true, "{m}");
+    bob.send(json!({"cmd": "disco_info"}));
+    let d = bob.expect("disco#info", T, |e| e["ev"] == "iq_result" && e["tag"] == "disco");
+    let xml = d["xml"].as_str().unwrap();
+    assert!(xml.contains("urn:presenced:im-policy"), "{xml}");
+    assert!(
+        xml.contains(r#"<field var="allow_history_logging"><value>0</value>"#),
+        "{xml}"
+    );
+    assert!(xml.contains("http://jabber.org/protocol/address"), "{xml}");
+}
+
+#[test]
+fn limits_refuse_subscriptions_with_the_reason() {
+    let c = cluster(&["alice", "bob", "carol"]);
+    set(&c, "max_contact_list_size", "1");
+    provision(&c, "alice", "bob");
+    let mut alice = Agent::login(&c, 1, "alice", "a", PW);
+    alice.available();
+    alice.presence(json!({"type": "subscribe", "to": jid("carol")}));
+    let e = alice.expect("limit error", T, |e| e["ev"] == "presence" && e["type"] == "error");
+    assert_eq!(e["error"], "policy-violation", "{e}");
+    assert_eq!(e["error_app"], "contact_list_full", "{e}");
+    assert!(e["error_text"].as_str().is_some_and(|t| t.contains("maximum contact-list size")), "{e}");
+    let r = alice.roster();
+    assert!(r["items"].get(jid("carol")).is_none(), "{r}");
+}
+
+#[test]
+fn a_second_login_with_the_same_resource_replaces_the_first_across_nodes() {
+    let c = cluster(&["alice", "bob"]);
+    provision(&c, "bob", "alice");
+    let mut bob = Agent::login(&c, 2, "bob", "b", PW);
+    bob.available();
+    let mut first = Agent::login(&c, 0, "alice", "same", PW);
+    first.available();
+    bob.expect_available("alice@example.test/same", T);
+    let mut second = Agent::login(&c, 1, "alice", "same", PW);
+    let e = first.expect("conflict", T, |e| e["ev"] == "stream_error" || e["ev"] == "disconnected");
+    if e["ev"] == "stream_error" {
+        assert_eq!(e["condition"], "conflict", "{e}");
+    }
+    second.presence(json!({"status": "second"}));
+    let p = bob.expect("the new session's presence", T, |e| {
+        e["ev"] == "presence" && e["from"] == "alice@example.test/same" && e["status"] == "second"
+    });
+    assert_eq!(p["type"], "available");
+    // Messages to the full JID reach the new session.
+    bob.chat("alice@example.test/same", "which one?");
+    second.expect_body("which one?", T);
+}
