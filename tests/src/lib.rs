@@ -35,10 +35,29 @@ pub fn bin_dir() -> PathBuf {
 
 /// Distinct free loopback ports (bound, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    // Below the kernel's ephemeral range (32768+), so that outgoing connections of
+    // concurrently running nodes and clients never take a port a node is about to bind;
+    // a random start per test process keeps parallel tests apart.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LO: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default();
+        let _ = NEXT.compare_exchange(0, 1 + seed % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    let mut out = Vec::new();
+    while out.len() < n {
+        let port = (LO + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            out.push(port);
+        }
+    }
+    out
 }
 
 pub struct Out {

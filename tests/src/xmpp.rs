@@ -47,7 +47,9 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn the slixmpp agent (is python3-slixmpp installed? scripts/setup-test-deps)");
+            .expect(
+                "spawn the slixmpp agent (is python3-slixmpp installed? scripts/setup-test-deps)",
+            );
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = channel();
@@ -69,7 +71,9 @@ impl Agent {
             pending: VecDeque::new(),
             seen: Vec::new(),
         };
-        a.expect("agent ready", Duration::from_secs(20), |e| e["ev"] == "ready");
+        a.expect("agent ready", Duration::from_secs(20), |e| {
+            e["ev"] == "ready"
+        });
         a
     }
 
@@ -77,11 +81,20 @@ impl Agent {
     pub fn login(c: &Cluster, node: usize, user: &str, resource: &str, password: &str) -> Agent {
         let mut a = Agent::spawn(&format!("{user}/{resource}@node{}", node + 1));
         a.connect(c, node, user, resource, password);
-        a.expect("session start", Duration::from_secs(15), |e| e["ev"] == "session_start");
+        a.expect("session start", Duration::from_secs(15), |e| {
+            e["ev"] == "session_start"
+        });
         a
     }
 
-    pub fn connect(&mut self, c: &Cluster, node: usize, user: &str, resource: &str, password: &str) {
+    pub fn connect(
+        &mut self,
+        c: &Cluster,
+        node: usize,
+        user: &str,
+        resource: &str,
+        password: &str,
+    ) {
         let n = &c.nodes[node];
         self.send(json!({
             "cmd": "connect",
@@ -110,7 +123,11 @@ impl Agent {
             }
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+                std::thread::sleep(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(50)),
+                );
                 None
             }
         }
@@ -195,20 +212,31 @@ impl Agent {
         let f = from.to_string();
         self.expect(&format!("available presence of {from}"), within, move |e| {
             e["ev"] == "presence"
-                && e["from"].as_str().is_some_and(|x| x.starts_with(f.as_str()))
+                && e["from"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with(f.as_str()))
                 && e["type"] != "unavailable"
                 && e["type"] != "error"
-                && !matches!(e["type"].as_str(), Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed"))
+                && !matches!(
+                    e["type"].as_str(),
+                    Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
+                )
         })
     }
 
     pub fn expect_unavailable(&mut self, from: &str, within: Duration) -> Value {
         let f = from.to_string();
-        self.expect(&format!("unavailable presence of {from}"), within, move |e| {
-            e["ev"] == "presence"
-                && e["from"].as_str().is_some_and(|x| x.starts_with(f.as_str()))
-                && e["type"] == "unavailable"
-        })
+        self.expect(
+            &format!("unavailable presence of {from}"),
+            within,
+            move |e| {
+                e["ev"] == "presence"
+                    && e["from"]
+                        .as_str()
+                        .is_some_and(|x| x.starts_with(f.as_str()))
+                    && e["type"] == "unavailable"
+            },
+        )
     }
 
     pub fn roster(&mut self) -> Value {

@@ -201,7 +201,9 @@ fn killed_node_users_go_unavailable_and_find_their_offline_messages_elsewhere() 
     // Messages to bob are now stored (in Raft, on the two surviving nodes).
     alice.chat(&jid("bob"), "while you were away 1");
     alice.chat(&jid("bob"), "while you were away 2");
-    alice.expect_none("an error", Duration::from_millis(500), |e| e["type"] == "error");
+    alice.expect_none("an error", Duration::from_millis(500), |e| {
+        e["type"] == "error"
+    });
 
     // The node holding alice (and possibly the leader) dies too, then comes back:
     // the stored messages survive.
@@ -218,16 +220,21 @@ fn killed_node_users_go_unavailable_and_find_their_offline_messages_elsewhere() 
     let m1 = bob.expect_body("while you were away 1", T);
     let m2 = bob.expect_body("while you were away 2", T);
     for m in [&m1, &m2] {
-        assert!(m["delay"].as_str().is_some_and(|s| s.ends_with('Z')), "no delay stamp: {m}");
+        assert!(
+            m["delay"].as_str().is_some_and(|s| s.ends_with('Z')),
+            "no delay stamp: {m}"
+        );
         assert_eq!(m["from"], "alice@example.test/a");
     }
     // Delivered once: a second login does not get them again.
     bob.quit();
     let mut bob = Agent::login(&c, 0, "bob", "again", PW);
     bob.available();
-    bob.expect_none("a redelivered offline message", Duration::from_secs(2), |e| {
-        e["ev"] == "message" && e["body"].as_str().is_some_and(|b| b.starts_with("while"))
-    });
+    bob.expect_none(
+        "a redelivered offline message",
+        Duration::from_secs(2),
+        |e| e["ev"] == "message" && e["body"].as_str().is_some_and(|b| b.starts_with("while")),
+    );
 }
 
 #[test]
@@ -241,7 +248,10 @@ fn broadcast_reaches_users_on_every_node_and_is_capped() {
     for a in [&mut alice, &mut carol, &mut dave, &mut erin] {
         a.available();
     }
-    let to: Vec<String> = ["carol", "dave", "erin", "frank"].iter().map(|u| jid(u)).collect();
+    let to: Vec<String> = ["carol", "dave", "erin", "frank"]
+        .iter()
+        .map(|u| jid(u))
+        .collect();
     alice.send(json!({"cmd": "broadcast", "to": to, "body": "all hands at 3"}));
     for a in [&mut carol, &mut dave, &mut erin] {
         let m = a.expect_body("all hands at 3", T);
@@ -260,7 +270,9 @@ fn broadcast_reaches_users_on_every_node_and_is_capped() {
     });
     assert_eq!(e["error"], "not-acceptable", "{e}");
     assert_eq!(e["error_app"], "too_many_recipients", "{e}");
-    carol.expect_none("the capped broadcast", Duration::from_millis(500), |e| e["body"] == "too many");
+    carol.expect_none("the capped broadcast", Duration::from_millis(500), |e| {
+        e["body"] == "too many"
+    });
 }
 
 #[test]
@@ -284,13 +296,17 @@ fn availability_sharing_flips_for_connected_watchers() {
     // ... while alice gets nothing real for either resource.
     bob.presence(json!({"show": "chat", "status": "free now"}));
     alice.expect_none("bob's real availability", Duration::from_secs(1), |e| {
-        e["ev"] == "presence" && e["from"].as_str().is_some_and(|f| f.starts_with("bob@")) && e["type"] != "unavailable"
+        e["ev"] == "presence"
+            && e["from"].as_str().is_some_and(|f| f.starts_with("bob@"))
+            && e["type"] != "unavailable"
     });
     // A newly logged-in watcher sees nothing of bob either.
     let mut alice2 = Agent::login(&c, 2, "alice", "a2", PW);
     alice2.available();
     alice2.expect_none("bob's availability", Duration::from_secs(1), |e| {
-        e["ev"] == "presence" && e["from"].as_str().is_some_and(|f| f.starts_with("bob@")) && e["type"] != "unavailable"
+        e["ev"] == "presence"
+            && e["from"].as_str().is_some_and(|f| f.starts_with("bob@"))
+            && e["type"] != "unavailable"
     });
 
     // On again: the watcher gets the current state.
@@ -301,9 +317,14 @@ fn availability_sharing_flips_for_connected_watchers() {
     assert_eq!(p["status"], "free now");
 
     // Per user: bob's override off hides only bob.
-    c.ctl(0, &["user", "policy", "bob", "availability_sharing", "off"]).ok();
+    c.ctl(0, &["user", "policy", "bob", "availability_sharing", "off"])
+        .ok();
     alice.expect_unavailable("bob@example.test/b1", T);
-    c.ctl(0, &["user", "policy", "bob", "availability_sharing", "inherit"]).ok();
+    c.ctl(
+        0,
+        &["user", "policy", "bob", "availability_sharing", "inherit"],
+    )
+    .ok();
     alice.expect_available("bob@example.test/b1", T);
 }
 
@@ -320,18 +341,26 @@ fn messaging_settings_im_enabled_offline_suppression_history() {
     // IM off: refused with a stanza error; presence goes on.
     set(&c, "im_enabled", "off");
     alice.send(json!({"cmd": "message", "to": jid("bob"), "body": "blocked?", "id": "m1"}));
-    let e = alice.expect("im disabled error", T, |e| e["ev"] == "message" && e["type"] == "error");
+    let e = alice.expect("im disabled error", T, |e| {
+        e["ev"] == "message" && e["type"] == "error"
+    });
     assert_eq!(e["error"], "not-allowed", "{e}");
     assert_eq!(e["error_app"], "im_disabled", "{e}");
-    bob.expect_none("a message", Duration::from_millis(500), |e| e["body"] == "blocked?");
+    bob.expect_none("a message", Duration::from_millis(500), |e| {
+        e["body"] == "blocked?"
+    });
     bob.presence(json!({"show": "xa"}));
-    alice.expect("presence while IM is off", T, |e| e["ev"] == "presence" && e["show"] == "xa");
+    alice.expect("presence while IM is off", T, |e| {
+        e["ev"] == "presence" && e["show"] == "xa"
+    });
     set(&c, "im_enabled", "on");
 
     // Offline IM suppressed: an error instead of a silent drop.
     set(&c, "suppress_offline_im", "on");
     alice.send(json!({"cmd": "message", "to": jid("carol"), "body": "are you there", "id": "m2"}));
-    let e = alice.expect("offline suppressed error", T, |e| e["ev"] == "message" && e["type"] == "error");
+    let e = alice.expect("offline suppressed error", T, |e| {
+        e["ev"] == "message" && e["type"] == "error"
+    });
     assert_eq!(e["error"], "service-unavailable", "{e}");
     assert_eq!(e["error_app"], "offline_suppressed", "{e}");
     set(&c, "suppress_offline_im", "off");
@@ -340,7 +369,9 @@ fn messaging_settings_im_enabled_offline_suppression_history() {
     set(&c, "offline_queue_max_per_user", "1");
     alice.chat(&jid("carol"), "first");
     alice.send(json!({"cmd": "message", "to": jid("carol"), "body": "second", "id": "m3"}));
-    let e = alice.expect("queue full error", T, |e| e["ev"] == "message" && e["type"] == "error");
+    let e = alice.expect("queue full error", T, |e| {
+        e["ev"] == "message" && e["type"] == "error"
+    });
     assert_eq!(e["error"], "resource-constraint", "{e}");
     assert_eq!(e["error_app"], "offline_queue_full", "{e}");
 
@@ -353,7 +384,9 @@ fn messaging_settings_im_enabled_offline_suppression_history() {
     let m = bob.expect_body("not logged", T);
     assert_eq!(m["no_store"], true, "{m}");
     bob.send(json!({"cmd": "disco_info"}));
-    let d = bob.expect("disco#info", T, |e| e["ev"] == "iq_result" && e["tag"] == "disco");
+    let d = bob.expect("disco#info", T, |e| {
+        e["ev"] == "iq_result" && e["tag"] == "disco"
+    });
     let xml = d["xml"].as_str().unwrap();
     assert!(xml.contains("urn:presenced:im-policy"), "{xml}");
     assert!(
@@ -371,10 +404,17 @@ fn limits_refuse_subscriptions_with_the_reason() {
     let mut alice = Agent::login(&c, 1, "alice", "a", PW);
     alice.available();
     alice.presence(json!({"type": "subscribe", "to": jid("carol")}));
-    let e = alice.expect("limit error", T, |e| e["ev"] == "presence" && e["type"] == "error");
+    let e = alice.expect("limit error", T, |e| {
+        e["ev"] == "presence" && e["type"] == "error"
+    });
     assert_eq!(e["error"], "policy-violation", "{e}");
     assert_eq!(e["error_app"], "contact_list_full", "{e}");
-    assert!(e["error_text"].as_str().is_some_and(|t| t.contains("maximum contact-list size")), "{e}");
+    assert!(
+        e["error_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("maximum contact-list size")),
+        "{e}"
+    );
     let r = alice.roster();
     assert!(r["items"].get(jid("carol")).is_none(), "{r}");
 }
@@ -389,7 +429,9 @@ fn a_second_login_with_the_same_resource_replaces_the_first_across_nodes() {
     first.available();
     bob.expect_available("alice@example.test/same", T);
     let mut second = Agent::login(&c, 1, "alice", "same", PW);
-    let e = first.expect("conflict", T, |e| e["ev"] == "stream_error" || e["ev"] == "disconnected");
+    let e = first.expect("conflict", T, |e| {
+        e["ev"] == "stream_error" || e["ev"] == "disconnected"
+    });
     if e["ev"] == "stream_error" {
         assert_eq!(e["condition"], "conflict", "{e}");
     }

@@ -74,14 +74,24 @@ fn each_violation_ends_only_its_own_stream() {
         ("text instead of a stream", "GET / HTTP/1.1\r\n<html>".to_string(), "bad-format"),
     ];
     for (what, input, want) in &cases {
-        let reply = if input.starts_with("<?xml") || input.starts_with("<stream") || input.starts_with("GET") {
+        let reply = if input.starts_with("<?xml")
+            || input.starts_with("<stream")
+            || input.starts_with("GET")
+        {
             raw_exchange(port, input)
         } else {
             raw_stream(port, input)
         };
         let got = stream_error(&reply);
-        assert_eq!(got.as_deref(), Some(*want), "{what}: server said {reply:.600}");
-        assert!(reply.ends_with("</stream:stream>"), "{what}: stream not closed: {reply:.300}");
+        assert_eq!(
+            got.as_deref(),
+            Some(*want),
+            "{what}: server said {reply:.600}"
+        );
+        assert!(
+            reply.ends_with("</stream:stream>"),
+            "{what}: stream not closed: {reply:.300}"
+        );
     }
 
     // A wrong password: a SASL failure, not a session.
@@ -94,11 +104,15 @@ fn each_violation_ends_only_its_own_stream() {
     let mut eve = Agent::login(&c, 0, "bob", "eve", PW);
     eve.send(json!({"cmd": "raw", "xml":
         "<message from='alice@example.test/a' to='bob@example.test/b' type='chat'><body>spoofed</body></message>"}));
-    let e = eve.expect("invalid-from", T, |e| e["ev"] == "stream_error" || e["ev"] == "disconnected");
+    let e = eve.expect("invalid-from", T, |e| {
+        e["ev"] == "stream_error" || e["ev"] == "disconnected"
+    });
     if e["ev"] == "stream_error" {
         assert_eq!(e["condition"], "invalid-from", "{e}");
     }
-    bob.expect_none("the spoofed message", Duration::from_millis(500), |e| e["body"] == "spoofed");
+    bob.expect_none("the spoofed message", Duration::from_millis(500), |e| {
+        e["body"] == "spoofed"
+    });
 
     // Everyone else is still served, on this node and across nodes.
     alice.chat(&jid("bob"), "still here?");
@@ -113,6 +127,9 @@ fn each_violation_ends_only_its_own_stream() {
         .filter(|l| l.starts_with("presenced_xmpp_stream_errors_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
-    assert!(errors >= cases.len() as f64, "stream errors counted: {errors}\n{m}");
+    assert!(
+        errors >= cases.len() as f64,
+        "stream errors counted: {errors}\n{m}"
+    );
     assert!(metric(&m, "presenced_xmpp_auth_total{result=\"failed\"}").unwrap_or(0.0) >= 1.0);
 }

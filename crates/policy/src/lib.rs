@@ -71,7 +71,12 @@ mod tests {
     fn state() -> State {
         let mut s = State::default();
         let ok = |s: &mut State, c: Command| assert!(s.apply(&c).0.is_ok(), "{c:?}");
-        ok(&mut s, Command::Init { domain: "ex.org".into() });
+        ok(
+            &mut s,
+            Command::Init {
+                domain: "ex.org".into(),
+            },
+        );
         for u in ["alice", "bob", "carol"] {
             ok(
                 &mut s,
@@ -103,7 +108,10 @@ mod tests {
             key: "availability_sharing".into(),
             value: "false".into(),
         });
-        assert_eq!(visibility(&s, "alice", "alice@ex.org", Context::default()), Seen::Available);
+        assert_eq!(
+            visibility(&s, "alice", "alice@ex.org", Context::default()),
+            Seen::Available
+        );
     }
 
     #[test]
@@ -118,7 +126,10 @@ mod tests {
             key: "availability_sharing".into(),
             value: "off".into(),
         });
-        assert_eq!(visibility(&s, "alice", "bob@ex.org", ctx), Seen::Unavailable);
+        assert_eq!(
+            visibility(&s, "alice", "bob@ex.org", ctx),
+            Seen::Unavailable
+        );
         // alice's override turns it back on for her alone
         let _ = s.apply(&Command::SetPolicy {
             user: "alice".into(),
@@ -137,9 +148,18 @@ mod tests {
             value: Override::Off,
         });
         let ctx = Context::default();
-        assert_eq!(visibility(&s, "alice", "bob@ex.org", ctx), Seen::Unavailable);
-        let directed = Context { directed: true, ..ctx };
-        assert_eq!(visibility(&s, "bob", "alice@ex.org", directed), Seen::Available);
+        assert_eq!(
+            visibility(&s, "alice", "bob@ex.org", ctx),
+            Seen::Unavailable
+        );
+        let directed = Context {
+            directed: true,
+            ..ctx
+        };
+        assert_eq!(
+            visibility(&s, "bob", "alice@ex.org", directed),
+            Seen::Available
+        );
         let room = Context { room: true, ..ctx };
         assert_eq!(visibility(&s, "alice", "carol@ex.org", room), Seen::Unknown);
     }
@@ -148,8 +168,14 @@ mod tests {
     fn directed_and_temporary_entitle() {
         let s = state();
         for ctx in [
-            Context { directed: true, ..Default::default() },
-            Context { temporary: true, ..Default::default() },
+            Context {
+                directed: true,
+                ..Default::default()
+            },
+            Context {
+                temporary: true,
+                ..Default::default()
+            },
         ] {
             assert_eq!(visibility(&s, "bob", "carol@ex.org", ctx), Seen::Available);
         }

@@ -186,7 +186,10 @@ pub fn load(path: &Path) -> Result<(Config, String), String> {
     if cfg.data_dir.is_relative() {
         cfg.data_dir = base.join(&cfg.data_dir);
     }
-    for f in [&mut cfg.xmpp.cert_file, &mut cfg.xmpp.key_file].into_iter().flatten() {
+    for f in [&mut cfg.xmpp.cert_file, &mut cfg.xmpp.key_file]
+        .into_iter()
+        .flatten()
+    {
         if f.is_relative() {
             *f = base.join(&*f);
         }
@@ -312,12 +315,20 @@ impl Config {
         if !(4..=256).contains(&x.max_depth) {
             return Err("xmpp.max_depth: must be from 4 to 256".into());
         }
-        if x.auth_timeout_secs == 0 || x.ping_after_secs == 0 || x.idle_timeout_secs <= x.ping_after_secs {
-            return Err("xmpp.idle_timeout_secs: must be greater than xmpp.ping_after_secs (both > 0)".into());
+        if x.auth_timeout_secs == 0
+            || x.ping_after_secs == 0
+            || x.idle_timeout_secs <= x.ping_after_secs
+        {
+            return Err(
+                "xmpp.idle_timeout_secs: must be greater than xmpp.ping_after_secs (both > 0)"
+                    .into(),
+            );
         }
         let rt = &self.router;
         if rt.peer_heartbeat_ms == 0 || rt.peer_dead_after_ms < rt.peer_heartbeat_ms * 2 {
-            return Err("router.peer_dead_after_ms: must be at least twice router.peer_heartbeat_ms".into());
+            return Err(
+                "router.peer_dead_after_ms: must be at least twice router.peer_heartbeat_ms".into(),
+            );
         }
         if rt.session_queue < 16 {
             return Err("router.session_queue: must be 16 or more".into());

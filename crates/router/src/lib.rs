@@ -221,7 +221,14 @@ impl Router {
     /// A session left the directory: tell its watchers (and for a local one, the
     /// recipients of its directed presence) that it is unavailable. `replaced`: a new
     /// session took its resource; the old client is told.
-    fn session_gone(&self, dir: &mut Directory, user: &str, resource: &str, old: Entry, replaced: bool) {
+    fn session_gone(
+        &self,
+        dir: &mut Directory,
+        user: &str,
+        resource: &str,
+        old: Entry,
+        replaced: bool,
+    ) {
         if let Some(local) = &old.local {
             if replaced {
                 let _ = local.tx.try_send(Delivery::Replaced);
@@ -285,7 +292,11 @@ impl Router {
                 // A client that does not read its deliveries is disconnected rather
                 // than holding memory for ever; its watchers see it go unavailable.
                 metrics::counter!("presenced_sessions_overflowed_total").increment(1);
-                tracing::warn!(user, resource, "session queue full: disconnecting the client");
+                tracing::warn!(
+                    user,
+                    resource,
+                    "session queue full: disconnecting the client"
+                );
                 let r = self.clone();
                 let (u, res) = (user.to_string(), resource.to_string());
                 tokio::spawn(async move { r.end_session(&u, &res, sid) });
@@ -320,7 +331,8 @@ impl Router {
                         from: from.clone(),
                         state: real.clone(),
                     };
-                    n += self.send_local(owner, r, e.sid, e.local.as_ref().expect("local"), d) as u64;
+                    n += self.send_local(owner, r, e.sid, e.local.as_ref().expect("local"), d)
+                        as u64;
                 }
             }
         }
@@ -368,7 +380,11 @@ impl Router {
         to: &str,
         avail: Option<&Availability>,
     ) {
-        let Ok(Target::User { user, resource: to_res }) = self.target(to) else {
+        let Ok(Target::User {
+            user,
+            resource: to_res,
+        }) = self.target(to)
+        else {
             return;
         };
         let bare = self.bare(&user);
@@ -398,7 +414,13 @@ impl Router {
     /// The resources of `user` a stanza addressed to `resource` (or the bare JID) goes to:
     /// the named one if online, else every available resource (non-negative priority
     /// only when `prio_only`).
-    fn resources_for(&self, dir: &Directory, user: &str, resource: Option<&str>, prio_only: bool) -> Vec<String> {
+    fn resources_for(
+        &self,
+        dir: &Directory,
+        user: &str,
+        resource: Option<&str>,
+        prio_only: bool,
+    ) -> Vec<String> {
         let Some(all) = dir.sessions(user) else {
             return Vec::new();
         };
@@ -408,7 +430,11 @@ impl Router {
             return vec![r.to_string()];
         }
         all.iter()
-            .filter(|(_, e)| e.avail.as_ref().is_some_and(|a| !prio_only || a.priority >= 0))
+            .filter(|(_, e)| {
+                e.avail
+                    .as_ref()
+                    .is_some_and(|a| !prio_only || a.priority >= 0)
+            })
             .map(|(r, _)| r.clone())
             .collect()
     }
@@ -460,7 +486,9 @@ impl Router {
         self.inner.node.read(|state| {
             let viewers: Vec<(String, String)> = dir.local_available(me);
             for (vu, vr) in viewers {
-                let Some(vdata) = state.user(&vu) else { continue };
+                let Some(vdata) = state.user(&vu) else {
+                    continue;
+                };
                 match owner {
                     Some(o) => {
                         let ojid = self.bare(o);
@@ -511,7 +539,11 @@ impl Router {
                     self.remote_presence(&mut dir, from, &s.user, &s.resource, s.avail);
                 }
             }
-            PeerEvent::Up { user, resource, sid } => {
+            PeerEvent::Up {
+                user,
+                resource,
+                sid,
+            } => {
                 let mut dir = self.inner.dir.lock();
                 self.remote_up(&mut dir, from, &user, &resource, sid);
             }
@@ -523,7 +555,11 @@ impl Router {
                 let mut dir = self.inner.dir.lock();
                 self.remote_presence(&mut dir, from, &user, &resource, avail);
             }
-            PeerEvent::Down { user, resource, sid } => {
+            PeerEvent::Down {
+                user,
+                resource,
+                sid,
+            } => {
                 let mut dir = self.inner.dir.lock();
                 let theirs = dir
                     .get(&user, &resource)
@@ -605,7 +641,11 @@ impl Router {
         }
         dir.clear_epoch(node);
         let gone = dir.of_node(node);
-        tracing::info!(peer = node, sessions = gone.len(), "peer lost: dropping its sessions");
+        tracing::info!(
+            peer = node,
+            sessions = gone.len(),
+            "peer lost: dropping its sessions"
+        );
         for (u, r) in gone {
             if let Some(old) = dir.remove(&u, &r) {
                 self.session_gone(&mut dir, &u, &r, old, false);
@@ -641,10 +681,10 @@ impl Router {
         let Some((bare, res)) = m.from.split_once('/') else {
             return;
         };
-        self.inner
-            .sticky
-            .lock()
-            .insert((user.to_string(), bare.to_string()), (res.to_string(), Instant::now()));
+        self.inner.sticky.lock().insert(
+            (user.to_string(), bare.to_string()),
+            (res.to_string(), Instant::now()),
+        );
     }
 
     /// The resource `sender` sticks to when writing to `user`, if any is still valid.
@@ -666,7 +706,11 @@ impl Router {
     async fn route_message(&self, sender: &str, mut msg: Message) -> Result<(), RouteError> {
         let (im, history, max_bcast) = self.read(|s| {
             let st = s.settings();
-            (st.im_enabled, st.allow_history_logging, st.broadcast_max_recipients)
+            (
+                st.im_enabled,
+                st.allow_history_logging,
+                st.broadcast_max_recipients,
+            )
         });
         if !im {
             return Err(RouteError::ImDisabled);
@@ -732,7 +776,8 @@ impl Router {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
-        let payload = serde_json::to_string(&msg).map_err(|e| RouteError::NotAllowed(e.to_string()))?;
+        let payload =
+            serde_json::to_string(&msg).map_err(|e| RouteError::NotAllowed(e.to_string()))?;
         let cmd = Command::OfflineEnqueue {
             user: user.to_string(),
             message: OfflineMessage {
@@ -817,7 +862,13 @@ impl Router {
     async fn flush_offline(&self, user: &str, resource: &str) {
         let queued: Vec<(u64, OfflineMessage)> = self.read(|s| {
             s.user(user)
-                .map(|d| d.offline.messages.iter().map(|(k, v)| (*k, v.clone())).collect())
+                .map(|d| {
+                    d.offline
+                        .messages
+                        .iter()
+                        .map(|(k, v)| (*k, v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default()
         });
         let Some(&(upto, _)) = queued.last() else {
@@ -888,7 +939,8 @@ pub struct Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.router.end_session(&self.user, &self.resource, self.sid);
+        self.router
+            .end_session(&self.user, &self.resource, self.sid);
     }
 }
 
@@ -976,7 +1028,11 @@ impl Session {
     }
 
     /// Directed presence to one JID (RFC 6121 §4.6).
-    pub fn directed_presence(&self, to: &str, avail: Option<Availability>) -> Result<(), RouteError> {
+    pub fn directed_presence(
+        &self,
+        to: &str,
+        avail: Option<Availability>,
+    ) -> Result<(), RouteError> {
         let r = &self.router;
         match r.target(to)? {
             Target::User { .. } => {}
@@ -1030,7 +1086,12 @@ impl Session {
     }
 
     /// Roster set (create or rename an item).
-    pub async fn roster_set(&self, jid: &str, name: Option<String>, groups: Vec<String>) -> Result<(), RouteError> {
+    pub async fn roster_set(
+        &self,
+        jid: &str,
+        name: Option<String>,
+        groups: Vec<String>,
+    ) -> Result<(), RouteError> {
         let contact = self.contact_jid(jid)?;
         self.router
             .write_ok(Command::UpdateItem {
@@ -1052,7 +1113,10 @@ impl Session {
             contact: contact.clone(),
         })
         .await?;
-        for kind in [SubscriptionKind::Unsubscribe, SubscriptionKind::Unsubscribed] {
+        for kind in [
+            SubscriptionKind::Unsubscribe,
+            SubscriptionKind::Unsubscribed,
+        ] {
             r.notify_subscription(&self.bare, &contact, kind);
         }
         Ok(())

@@ -33,14 +33,24 @@ const MAX_BATCH: usize = 512;
 #[serde(tag = "e", rename_all = "snake_case")]
 pub enum PeerEvent {
     /// First event of every stream: all the sender's sessions (replaces the old copy).
-    Hello { sessions: Vec<SessionInfo> },
-    Up { user: String, resource: String, sid: u64 },
+    Hello {
+        sessions: Vec<SessionInfo>,
+    },
+    Up {
+        user: String,
+        resource: String,
+        sid: u64,
+    },
     Presence {
         user: String,
         resource: String,
         avail: Option<Availability>,
     },
-    Down { user: String, resource: String, sid: u64 },
+    Down {
+        user: String,
+        resource: String,
+        sid: u64,
+    },
     /// Hand this to a session of the receiving node.
     Deliver {
         user: String,
@@ -214,7 +224,8 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
 /// The inbound side of the links.
 pub struct PeerService(Router);
 
-pub type PeerServer = InterceptedService<GenServer<PeerService>, presenced_cluster::auth::CheckSecret>;
+pub type PeerServer =
+    InterceptedService<GenServer<PeerService>, presenced_cluster::auth::CheckSecret>;
 
 pub(crate) fn server(router: Router) -> PeerServer {
     let check = router.inner.node.secret_check();
@@ -234,12 +245,22 @@ impl Peer for PeerService {
         let outcome: Result<&str, Status> = loop {
             let f = match tokio::time::timeout(dead_after, stream.message()).await {
                 Err(_) => break Ok("silent for too long"),
-                Ok(Err(s)) => break Ok(if s.code() == tonic::Code::Cancelled { "cancelled" } else { "stream error" }),
+                Ok(Err(s)) => {
+                    break Ok(if s.code() == tonic::Code::Cancelled {
+                        "cancelled"
+                    } else {
+                        "stream error"
+                    });
+                }
                 Ok(Ok(None)) => break Ok("closed"),
                 Ok(Ok(Some(f))) => f,
             };
-            if f.from_node == router.node_id() || current.is_some_and(|c| c != (f.from_node, f.epoch)) {
-                break Err(Status::invalid_argument("frame from an unexpected node or epoch"));
+            if f.from_node == router.node_id()
+                || current.is_some_and(|c| c != (f.from_node, f.epoch))
+            {
+                break Err(Status::invalid_argument(
+                    "frame from an unexpected node or epoch",
+                ));
             }
             let events: Vec<PeerEvent> = match serde_json::from_slice(&f.events) {
                 Ok(e) => e,

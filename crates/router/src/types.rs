@@ -146,15 +146,27 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "d", rename_all = "snake_case")]
 pub enum Delivery {
-    Presence { from: String, state: PresenceState },
-    Subscription { from: String, kind: SubscriptionKind },
+    Presence {
+        from: String,
+        state: PresenceState,
+    },
+    Subscription {
+        from: String,
+        kind: SubscriptionKind,
+    },
     Message(Box<Message>),
     /// A roster change; `item` is `None` when `jid` was removed.
-    RosterPush { jid: String, item: Option<RosterItem>, version: u64 },
+    RosterPush {
+        jid: String,
+        item: Option<RosterItem>,
+        version: u64,
+    },
     /// Another login took this session's resource (RFC 6120 §7.7.2.2 conflict).
     Replaced,
     /// The server ends the session (account removed, node shutting down, ...).
-    Close { reason: String },
+    Close {
+        reason: String,
+    },
 }
 
 /// Why the router did not carry out a client's request; adapters map it onto their

@@ -102,7 +102,12 @@ impl Out {
     }
 }
 
-pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, direct_tls: bool) {
+pub(crate) async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    direct_tls: bool,
+) {
     let span = tracing::info_span!("xmpp", %peer, jid = tracing::field::Empty);
     async move {
         metrics::gauge!("presenced_xmpp_connections").increment(1.0);
@@ -130,7 +135,10 @@ async fn run(io: BoxIo, tls: bool, shared: &Arc<Shared>) {
     let mut conn = Conn {
         shared: shared.clone(),
         reader: Some(StreamReader::new(r, shared.limits())),
-        out: Out { w, buf: String::new() },
+        out: Out {
+            w,
+            buf: String::new(),
+        },
         tls,
         user: None,
         header_sent: false,
@@ -173,7 +181,8 @@ impl Conn {
             End::Lost => return,
             End::Closed => {}
             End::Error(cond, text) => {
-                metrics::counter!("presenced_xmpp_stream_errors_total", "condition" => cond).increment(1);
+                metrics::counter!("presenced_xmpp_stream_errors_total", "condition" => cond)
+                    .increment(1);
                 tracing::info!(condition = cond, "stream error: {text}");
                 if !self.header_sent {
                     self.send_header();
@@ -200,7 +209,9 @@ impl Conn {
 
     fn send_header(&mut self) {
         let id = format!("{:016x}", rand::random::<u64>());
-        let mut s = String::from("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='");
+        let mut s = String::from(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='",
+        );
         s.push_str(&id);
         s.push_str("' from='");
         escape_into(&mut s, self.shared.router.domain());
@@ -216,22 +227,32 @@ impl Conn {
                 Frame::Header(h) => break h,
                 Frame::Keepalive => continue,
                 Frame::End => return Err(End::Closed),
-                Frame::Stanza(_) => return Err(End::Error("bad-format", "expected a stream header".into())),
+                Frame::Stanza(_) => {
+                    return Err(End::Error("bad-format", "expected a stream header".into()));
+                }
             }
         };
         self.send_header();
         if h.content_ns != NS_CLIENT {
-            return Err(End::Error("invalid-namespace", format!("the stream's namespace must be {NS_CLIENT}")));
+            return Err(End::Error(
+                "invalid-namespace",
+                format!("the stream's namespace must be {NS_CLIENT}"),
+            ));
         }
-        let to_ok = h
-            .to
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case(self.domain()));
+        let to_ok =
+            h.to.as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(self.domain()));
         if !to_ok {
-            return Err(End::Error("host-unknown", format!("this server serves {}", self.domain())));
+            return Err(End::Error(
+                "host-unknown",
+                format!("this server serves {}", self.domain()),
+            ));
         }
         if h.version.as_deref().is_none_or(|v| !v.starts_with("1.")) {
-            return Err(End::Error("unsupported-version", "version 1.0 is required".into()));
+            return Err(End::Error(
+                "unsupported-version",
+                "version 1.0 is required".into(),
+            ));
         }
         let mut f = Element::new("stream:features", NS_CLIENT);
         if self.user.is_none() {
@@ -252,7 +273,10 @@ impl Conn {
             }
         } else {
             f.push(Element::new("bind", NS_BIND));
-            f.push(Element::new("session", NS_SESSION).with_child(Element::new("optional", NS_SESSION)));
+            f.push(
+                Element::new("session", NS_SESSION)
+                    .with_child(Element::new("optional", NS_SESSION)),
+            );
             f.push(Element::new("ver", NS_ROSTERVER));
         }
         // stream:features is written with the header's `stream` prefix.
@@ -279,15 +303,21 @@ impl Conn {
                 Frame::Stanza(el) => el,
                 Frame::Keepalive => continue,
                 Frame::End => return Err(End::Closed),
-                Frame::Header(_) => return Err(End::Error("bad-format", "unexpected stream header".into())),
+                Frame::Header(_) => {
+                    return Err(End::Error("bad-format", "unexpected stream header".into()));
+                }
             };
             metrics::counter!("presenced_xmpp_stanzas_in_total").increment(1);
             match (el.name.as_str(), el.ns.as_str()) {
-                ("starttls", NS_TLS) if !self.tls && self.user.is_none() && self.shared.tls.is_some() => {
+                ("starttls", NS_TLS)
+                    if !self.tls && self.user.is_none() && self.shared.tls.is_some() =>
+                {
                     self.starttls().await?;
                     self.open_stream().await?;
                 }
-                ("auth", NS_SASL) if self.user.is_none() && (self.tls || !self.shared.cfg.require_tls) => {
+                ("auth", NS_SASL)
+                    if self.user.is_none() && (self.tls || !self.shared.cfg.require_tls) =>
+                {
                     if self.authenticate(&el).await? {
                         let r = self.reader.take().ok_or(End::Lost)?.into_inner();
                         self.reader = Some(StreamReader::new(r, self.shared.limits()));
@@ -306,7 +336,10 @@ impl Conn {
                     ));
                 }
                 _ => {
-                    return Err(End::Error("not-authorized", format!("<{}/> before resource binding", el.name)));
+                    return Err(End::Error(
+                        "not-authorized",
+                        format!("<{}/> before resource binding", el.name),
+                    ));
                 }
             }
         }
@@ -316,12 +349,18 @@ impl Conn {
         let reader = self.reader.take().ok_or(End::Lost)?;
         if reader.has_buffered() {
             // Data pipelined after <starttls/> would be processed as if it were encrypted.
-            return Err(End::Error("policy-violation", "data sent after <starttls/>".into()));
+            return Err(End::Error(
+                "policy-violation",
+                "data sent after <starttls/>".into(),
+            ));
         }
         self.out.raw(&format!("<proceed xmlns='{NS_TLS}'/>"));
         self.out.flush().await?;
         let r = reader.into_inner();
-        let w = std::mem::replace(&mut self.out.w, tokio::io::split(Box::new(tokio::io::empty()) as BoxIo).1);
+        let w = std::mem::replace(
+            &mut self.out.w,
+            tokio::io::split(Box::new(tokio::io::empty()) as BoxIo).1,
+        );
         let io = r.unsplit(w);
         let acc = self.shared.tls.clone().ok_or(End::Lost)?;
         let tls = acc.accept(io).await.map_err(|e| {
@@ -346,13 +385,14 @@ impl Conn {
             self.sasl_failure("invalid-mechanism", None).await?;
             return Ok(false);
         };
-        let mut session = match SASLServer::<sasl::User>::new(self.shared.sasl.clone()).start_suggested(name) {
-            Ok(s) => s,
-            Err(_) => {
-                self.sasl_failure("invalid-mechanism", None).await?;
-                return Ok(false);
-            }
-        };
+        let mut session =
+            match SASLServer::<sasl::User>::new(self.shared.sasl.clone()).start_suggested(name) {
+                Ok(s) => s,
+                Err(_) => {
+                    self.sasl_failure("invalid-mechanism", None).await?;
+                    return Ok(false);
+                }
+            };
         let mut input = match decode_sasl(&auth.text()) {
             Ok(i) => i,
             Err(()) => {
@@ -377,7 +417,9 @@ impl Conn {
                             Frame::Stanza(el) => break el,
                             Frame::Keepalive => continue,
                             Frame::End => return Err(End::Closed),
-                            Frame::Header(_) => return Err(End::Error("bad-format", "unexpected header".into())),
+                            Frame::Header(_) => {
+                                return Err(End::Error("bad-format", "unexpected header".into()));
+                            }
                         }
                     };
                     match (resp.name.as_str(), resp.ns.as_str()) {
@@ -392,7 +434,12 @@ impl Conn {
                             self.sasl_failure("aborted", None).await?;
                             return Ok(false);
                         }
-                        _ => return Err(End::Error("not-authorized", "expected a SASL response".into())),
+                        _ => {
+                            return Err(End::Error(
+                                "not-authorized",
+                                "expected a SASL response".into(),
+                            ));
+                        }
                     }
                 }
                 Ok(_) => {
@@ -419,9 +466,13 @@ impl Conn {
         self.auth_failures += 1;
         // A short pause blunts password guessing without holding a thread.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        self.sasl_failure("not-authorized", Some("wrong user name or password")).await?;
+        self.sasl_failure("not-authorized", Some("wrong user name or password"))
+            .await?;
         if self.auth_failures >= self.shared.cfg.max_auth_attempts {
-            return Err(End::Error("policy-violation", "too many failed authentication attempts".into()));
+            return Err(End::Error(
+                "policy-violation",
+                "too many failed authentication attempts".into(),
+            ));
         }
         Ok(false)
     }
@@ -436,15 +487,24 @@ impl Conn {
         Ok(())
     }
 
-    async fn bind(&mut self, iq: &Element) -> Result<Option<(Session, mpsc::Receiver<Delivery>)>, End> {
+    async fn bind(
+        &mut self,
+        iq: &Element,
+    ) -> Result<Option<(Session, mpsc::Receiver<Delivery>)>, End> {
         let id = iq.attr("id").unwrap_or_default().to_string();
-        let Some(b) = iq.child("bind", NS_BIND).filter(|_| iq.attr("type") == Some("set")) else {
+        let Some(b) = iq
+            .child("bind", NS_BIND)
+            .filter(|_| iq.attr("type") == Some("set"))
+        else {
             if iq.child("session", NS_SESSION).is_some() {
                 self.out.push(&iq_result(&id, None, None));
                 self.out.flush().await?;
                 return Ok(None);
             }
-            return Err(End::Error("not-authorized", "resource binding is required first".into()));
+            return Err(End::Error(
+                "not-authorized",
+                "resource binding is required first".into(),
+            ));
         };
         let resource = b.child("resource", NS_BIND).map(|r| r.text());
         let user = self.user.clone().unwrap_or_default();
@@ -597,7 +657,10 @@ impl Conn {
                 self.out.push(&iq);
             }
             Delivery::Replaced => {
-                return Err(End::Error("conflict", "replaced by a new login with the same resource".into()));
+                return Err(End::Error(
+                    "conflict",
+                    "replaced by a new login with the same resource".into(),
+                ));
             }
             Delivery::Close { reason } => return Err(End::Error("not-authorized", reason)),
         }
@@ -607,7 +670,10 @@ impl Conn {
     /// Handle one stanza from the client.
     async fn stanza(&mut self, s: &Session, mut el: Element) -> Result<(), End> {
         if el.ns != NS_CLIENT {
-            return Err(End::Error("unsupported-stanza-type", format!("<{}/> in {}", el.name, el.ns)));
+            return Err(End::Error(
+                "unsupported-stanza-type",
+                format!("<{}/> in {}", el.name, el.ns),
+            ));
         }
         // RFC 6120 §8.1.2.1: the server stamps `from`; a client may not claim another.
         if let Some(f) = el.attr("from") {
@@ -616,7 +682,10 @@ impl Conn {
                 j == s.jid || j == s.bare
             });
             if !ok {
-                return Err(End::Error("invalid-from", format!("{f} is not this session's address")));
+                return Err(End::Error(
+                    "invalid-from",
+                    format!("{f} is not this session's address"),
+                ));
             }
         }
         el.set_attr("from", s.jid.clone());
@@ -630,7 +699,10 @@ impl Conn {
 
     async fn message(&mut self, s: &Session, el: &Element) -> Result<(), End> {
         let to = el.attr("to").unwrap_or(&s.bare).to_string();
-        let kind = el.attr("type").and_then(MessageKind::parse).unwrap_or_default();
+        let kind = el
+            .attr("type")
+            .and_then(MessageKind::parse)
+            .unwrap_or_default();
         let mut addresses = Vec::new();
         if let Some(a) = el.child("addresses", NS_ADDRESS) {
             for x in a.elements().filter(|x| x.name == "address") {
@@ -710,7 +782,9 @@ impl Conn {
             ("unsubscribed", Some(t)) => s.revoke(t).await,
             ("probe", Some(t)) => s.probe(t),
             ("error", _) => Ok(()),
-            _ => Err(RouteError::BadAddress(format!("presence of type {ty} needs a valid 'to'"))),
+            _ => Err(RouteError::BadAddress(format!(
+                "presence of type {ty} needs a valid 'to'"
+            ))),
         };
         if let Err(e) = res {
             self.presence_error(s, el, route_error(&e));
@@ -735,7 +809,12 @@ impl Conn {
         }
         let payloads: Vec<&Element> = el.elements().collect();
         if !(ty == "get" || ty == "set") || payloads.len() != 1 || el.attr("id").is_none() {
-            let err = stanza_error("modify", "bad-request", Some("an iq get/set has an id and one payload"), None);
+            let err = stanza_error(
+                "modify",
+                "bad-request",
+                Some("an iq get/set has an id and one payload"),
+                None,
+            );
             self.out.push(&iq_error(el, err, None));
             return Ok(());
         }
@@ -743,7 +822,8 @@ impl Conn {
         let to = el.attr("to");
         let router = s.router();
         let to_server = to.is_none_or(|t| t.eq_ignore_ascii_case(router.domain()));
-        let to_self = to.is_some_and(|t| jid::BareJid::new(t).is_ok_and(|j| j.to_string() == s.bare));
+        let to_self =
+            to.is_some_and(|t| jid::BareJid::new(t).is_ok_and(|j| j.to_string() == s.bare));
         if !to_server && !to_self {
             let err = stanza_error("cancel", "service-unavailable", None, None);
             self.out.push(&iq_error(el, err, to.map(str::to_string)));
@@ -760,7 +840,8 @@ impl Conn {
                     if known == Some(roster.version) {
                         return None; // XEP-0237: nothing changed; pushes follow
                     }
-                    let mut q = Element::new("query", NS_ROSTER).with_attr("ver", roster.version.to_string());
+                    let mut q = Element::new("query", NS_ROSTER)
+                        .with_attr("ver", roster.version.to_string());
                     for item in roster.items.values() {
                         q.push(roster_item(item));
                     }
@@ -773,17 +854,22 @@ impl Conn {
                 let res = match items.as_slice() {
                     [item] => match item.attr("jid") {
                         None => Err(RouteError::BadAddress("a roster item needs a jid".into())),
-                        Some(j) if item.attr("subscription") == Some("remove") => s.roster_remove(j).await,
+                        Some(j) if item.attr("subscription") == Some("remove") => {
+                            s.roster_remove(j).await
+                        }
                         Some(j) => {
                             let groups = item
                                 .elements()
                                 .filter(|g| g.name == "group")
                                 .map(|g| g.text())
                                 .collect();
-                            s.roster_set(j, item.attr("name").map(str::to_string), groups).await
+                            s.roster_set(j, item.attr("name").map(str::to_string), groups)
+                                .await
                         }
                     },
-                    _ => Err(RouteError::BadAddress("a roster set has exactly one item".into())),
+                    _ => Err(RouteError::BadAddress(
+                        "a roster set has exactly one item".into(),
+                    )),
                 };
                 match res {
                     Ok(()) => self.out.push(&iq_result(&id, from, None)),
@@ -794,28 +880,38 @@ impl Conn {
             ("session", NS_SESSION, "set") => self.out.push(&iq_result(&id, from, None)),
             ("query", NS_DISCO_INFO, "get") => {
                 let q = if to_self {
-                    Element::new("query", NS_DISCO_INFO)
-                        .with_child(
-                            Element::new("identity", NS_DISCO_INFO)
-                                .with_attr("category", "account")
-                                .with_attr("type", "registered"),
-                        )
+                    Element::new("query", NS_DISCO_INFO).with_child(
+                        Element::new("identity", NS_DISCO_INFO)
+                            .with_attr("category", "account")
+                            .with_attr("type", "registered"),
+                    )
                 } else {
                     server_info(router)
                 };
                 self.out.push(&iq_result(&id, from, Some(q)));
             }
             ("query", NS_DISCO_ITEMS, "get") => {
-                self.out.push(&iq_result(&id, from, Some(Element::new("query", NS_DISCO_ITEMS))));
+                self.out.push(&iq_result(
+                    &id,
+                    from,
+                    Some(Element::new("query", NS_DISCO_ITEMS)),
+                ));
             }
             ("query", NS_VERSION, "get") if to_server => {
                 let q = Element::new("query", NS_VERSION)
                     .with_child(Element::new("name", NS_VERSION).with_text("presenced"))
-                    .with_child(Element::new("version", NS_VERSION).with_text(env!("CARGO_PKG_VERSION")));
+                    .with_child(
+                        Element::new("version", NS_VERSION).with_text(env!("CARGO_PKG_VERSION")),
+                    );
                 self.out.push(&iq_result(&id, from, Some(q)));
             }
             ("bind", NS_BIND, _) => {
-                let err = stanza_error("cancel", "not-allowed", Some("the session is already bound"), None);
+                let err = stanza_error(
+                    "cancel",
+                    "not-allowed",
+                    Some("the session is already bound"),
+                    None,
+                );
                 self.out.push(&iq_error(el, err, from));
             }
             _ => {
@@ -914,7 +1010,11 @@ pub(crate) fn message_element(m: &Message, domain: &str) -> Element {
         el.push(a);
     }
     if let Some(d) = &m.delay {
-        let from = if d.from.is_empty() { domain.to_string() } else { d.from.clone() };
+        let from = if d.from.is_empty() {
+            domain.to_string()
+        } else {
+            d.from.clone()
+        };
         el.push(
             Element::new("delay", NS_DELAY)
                 .with_attr("from", from)
@@ -1040,7 +1140,9 @@ fn route_error(e: &RouteError) -> Element {
         RouteError::NoRecipients => stanza_error("modify", "bad-request", t, None),
         RouteError::Refused(r) => {
             let (ty, cond) = match (r, r.class()) {
-                (Refusal::ContactListFull(..) | Refusal::WatchersFull(..), _) => ("cancel", "policy-violation"),
+                (Refusal::ContactListFull(..) | Refusal::WatchersFull(..), _) => {
+                    ("cancel", "policy-violation")
+                }
                 (_, RefusalClass::NotFound) => ("cancel", "item-not-found"),
                 (_, RefusalClass::Invalid) => ("modify", "bad-request"),
                 (_, RefusalClass::Exists) => ("cancel", "conflict"),
@@ -1084,7 +1186,7 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T08:26:40.123Z");
+        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
@@ -1092,8 +1194,14 @@ mod tests {
     fn refusals_carry_their_reason() {
         let e = RouteError::Refused(Refusal::ContactListFull("a@x".into(), "200".into()));
         let s = route_error(&e).to_stanza();
-        assert!(s.contains("<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"), "{s}");
-        assert!(s.contains("<contact_list_full xmlns='urn:presenced:errors'/>"), "{s}");
+        assert!(
+            s.contains("<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"),
+            "{s}"
+        );
+        assert!(
+            s.contains("<contact_list_full xmlns='urn:presenced:errors'/>"),
+            "{s}"
+        );
         assert!(s.contains("maximum contact-list size"), "{s}");
     }
 }

@@ -50,7 +50,12 @@ impl Accounts {
 }
 
 impl SessionCallback for Accounts {
-    fn callback(&self, sd: &SessionData, ctx: &Context, req: &mut Request) -> Result<(), SessionError> {
+    fn callback(
+        &self,
+        sd: &SessionData,
+        ctx: &Context,
+        req: &mut Request,
+    ) -> Result<(), SessionError> {
         if !req.is::<ScramStoredPassword>() {
             return Ok(());
         }
@@ -77,7 +82,12 @@ impl SessionCallback for Accounts {
         Ok(())
     }
 
-    fn validate(&self, sd: &SessionData, ctx: &Context, v: &mut Validate<'_>) -> Result<(), ValidationError> {
+    fn validate(
+        &self,
+        sd: &SessionData,
+        ctx: &Context,
+        v: &mut Validate<'_>,
+    ) -> Result<(), ValidationError> {
         let authid = ctx.get_ref::<AuthId>().unwrap_or_default();
         let Some(user) = self.user(authid) else {
             return Ok(());

@@ -13,9 +13,14 @@ use tokio_rustls::TlsAcceptor;
 /// Where the certificate comes from.
 #[derive(Debug, Clone)]
 pub enum CertSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Generate (once) into this directory: `xmpp.crt` and `xmpp.key`.
-    SelfSigned { dir: PathBuf },
+    SelfSigned {
+        dir: PathBuf,
+    },
 }
 
 /// Build the acceptor; returns it with the path of the certificate in use.
@@ -36,7 +41,8 @@ pub fn acceptor(src: &CertSource, domain: &str) -> anyhow::Result<(TlsAcceptor, 
         .with_context(|| format!("tls certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("tls certificate {}", cert.display()))?;
-    let pk = PrivateKeyDer::from_pem_file(&key).with_context(|| format!("tls key {}", key.display()))?;
+    let pk =
+        PrivateKeyDer::from_pem_file(&key).with_context(|| format!("tls key {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

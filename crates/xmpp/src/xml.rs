@@ -314,7 +314,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
             match ev {
                 Event::DocType(_) => return Err(XmlError::Restricted("DOCTYPE is not allowed")),
                 Event::PI(_) => {
-                    return Err(XmlError::Restricted("processing instructions are not allowed"));
+                    return Err(XmlError::Restricted(
+                        "processing instructions are not allowed",
+                    ));
                 }
                 Event::Comment(_) => return Err(XmlError::Restricted("comments are not allowed")),
                 Event::Decl(_) if self.depth == 0 => continue,
@@ -323,7 +325,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     return Err(self.too_big());
                 }
                 Event::Eof if self.depth > 1 => {
-                    return Err(XmlError::NotWellFormed("connection closed inside a stanza".into()));
+                    return Err(XmlError::NotWellFormed(
+                        "connection closed inside a stanza".into(),
+                    ));
                 }
                 Event::Eof => return Ok(Frame::End),
                 Event::Start(ref e) if self.depth == 0 => {
@@ -333,7 +337,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     self.budget().set_limit(max);
                     return Ok(Frame::Header(header));
                 }
-                Event::Empty(_) | Event::Text(_) | Event::End(_) | Event::GeneralRef(_) | Event::CData(_)
+                Event::Empty(_)
+                | Event::Text(_)
+                | Event::End(_)
+                | Event::GeneralRef(_)
+                | Event::CData(_)
                     if self.depth == 0 =>
                 {
                     return Err(XmlError::BadFormat("expected <stream:stream>".into()));
@@ -387,7 +395,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     let ch = if r.is_char_ref() {
                         match r.resolve_char_ref() {
                             Ok(Some(c)) => c.to_string(),
-                            _ => return Err(XmlError::NotWellFormed("bad character reference".into())),
+                            _ => {
+                                return Err(XmlError::NotWellFormed(
+                                    "bad character reference".into(),
+                                ));
+                            }
                         }
                     } else {
                         match &*r {
@@ -396,7 +408,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                             "amp" => "&".into(),
                             "apos" => "'".into(),
                             "quot" => "\"".into(),
-                            _ => return Err(XmlError::Restricted("entity references are not allowed")),
+                            _ => {
+                                return Err(XmlError::Restricted(
+                                    "entity references are not allowed",
+                                ));
+                            }
                         }
                     };
                     if self.depth <= 1 {
@@ -434,7 +450,8 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     }
 
     fn element(&self, e: &BytesStart<'_>, ns: Option<String>) -> Result<Element, XmlError> {
-        let ns = ns.ok_or_else(|| XmlError::InvalidNamespace("undeclared namespace prefix".into()))?;
+        let ns =
+            ns.ok_or_else(|| XmlError::InvalidNamespace("undeclared namespace prefix".into()))?;
         let name = e.local_name().as_ref().to_string();
         let mut attrs = Vec::new();
         for a in e.attributes() {
@@ -458,7 +475,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
 
     fn header(&self, e: &BytesStart<'_>, ns: Option<String>) -> Result<StreamHeader, XmlError> {
         if e.local_name().as_ref() != "stream" || ns.as_deref() != Some(NS_STREAM) {
-            return Err(XmlError::InvalidNamespace("expected <stream:stream>".into()));
+            return Err(XmlError::InvalidNamespace(
+                "expected <stream:stream>".into(),
+            ));
         }
         let mut h = StreamHeader::default();
         for a in e.attributes() {
@@ -534,7 +553,9 @@ mod tests {
         let s = format!("{OPEN}<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>");
         let mut r = StreamReader::new(std::io::Cursor::new(s.into_bytes()), limits());
         assert!(matches!(r.next().await, Ok(Frame::Header(_))));
-        let Ok(Frame::Stanza(iq)) = r.next().await else { panic!() };
+        let Ok(Frame::Stanza(iq)) = r.next().await else {
+            panic!()
+        };
         assert_eq!(iq.ns, NS_CLIENT);
         assert!(iq.child("query", "jabber:iq:roster").is_some());
     }
