@@ -75,7 +75,9 @@ class Agent(slixmpp.ClientXMPP):
         self.add_event_handler("presence", self.on_presence)
 
     async def on_start(self, _):
-        emit(ev="session_start", jid=str(self.boundjid))
+        mech = getattr(self.plugin["feature_mechanisms"], "mech", None)
+        emit(ev="session_start", jid=str(self.boundjid),
+             mech=None if mech is None else mech.name)
 
     def on_stream_error(self, err):
         cond = None
@@ -159,11 +161,13 @@ async def handle(agent_box, cmd):
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         agent.ssl_context = ctx
-        if cmd.get("plain_ok"):
-            agent.plugin["feature_mechanisms"].unencrypted_plain = True
-        agent.connect((cmd.get("host", "127.0.0.1"), int(cmd["port"])),
-                      force_starttls=not cmd.get("no_tls", False),
-                      disable_starttls=cmd.get("no_tls", False))
+        if cmd.get("mech"):
+            agent.plugin["feature_mechanisms"].use_mech = cmd["mech"]
+        addr = (cmd.get("host", "127.0.0.1"), int(cmd["port"]))
+        if cmd.get("direct_tls"):
+            agent.connect(addr, use_ssl=True, force_starttls=False, disable_starttls=True)
+        else:
+            agent.connect(addr, force_starttls=True, disable_starttls=False)
     elif c == "presence":
         kw = {}
         if cmd.get("to"):
@@ -193,6 +197,8 @@ async def handle(agent_box, cmd):
         m.send()
     elif c == "roster_get":
         iq = agent.make_iq_get(queryxmlns="jabber:iq:roster")
+        if cmd.get("ver") is not None:
+            iq.xml.find("{jabber:iq:roster}query").set("ver", cmd["ver"])
         res = await send_iq(agent, iq, cmd.get("tag", "roster"))
         if res is not None:
             q = res.xml.find("{jabber:iq:roster}query")

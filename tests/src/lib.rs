@@ -92,6 +92,8 @@ pub struct NodeProc {
     pub admin: u16,
     pub http: u16,
     pub xmpp: u16,
+    /// XMPP with direct TLS (XEP-0368).
+    pub xmpps: u16,
     pub config: PathBuf,
     pub data: PathBuf,
     pub log: PathBuf,
@@ -170,7 +172,10 @@ impl Cluster {
         for i in 0..n {
             let id = i as u64 + 1;
             let (cluster, admin, http) = (ports[i * 3], ports[i * 3 + 1], ports[i * 3 + 2]);
-            let xmpp = free_ports(1)[0];
+            let (xmpp, xmpps) = {
+                let p = free_ports(2);
+                (p[0], p[1])
+            };
             let config = dir.path().join(format!("node{id}.toml"));
             let data = dir.path().join(format!("data{id}"));
             std::fs::write(
@@ -186,6 +191,7 @@ cluster = "127.0.0.1:{cluster}"
 admin = "127.0.0.1:{admin}"
 http = "127.0.0.1:{http}"
 xmpp = "127.0.0.1:{xmpp}"
+xmpps = "127.0.0.1:{xmpps}"
 [raft]
 heartbeat_ms = 100
 election_min_ms = 600
@@ -211,6 +217,7 @@ cache_mb = 16
                 admin,
                 http,
                 xmpp,
+                xmpps,
                 config,
                 data,
                 log,

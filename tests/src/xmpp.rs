@@ -95,15 +95,41 @@ impl Agent {
         resource: &str,
         password: &str,
     ) {
+        self.connect_with(c, node, user, resource, password, json!({}));
+    }
+
+    /// `extra`: more connect options (`mech`, `direct_tls`). An empty resource lets the
+    /// server choose one.
+    pub fn connect_with(
+        &mut self,
+        c: &Cluster,
+        node: usize,
+        user: &str,
+        resource: &str,
+        password: &str,
+        extra: Value,
+    ) {
         let n = &c.nodes[node];
-        self.send(json!({
+        let full = if resource.is_empty() {
+            jid(user)
+        } else {
+            format!("{}/{resource}", jid(user))
+        };
+        let direct = extra["direct_tls"].as_bool().unwrap_or(false);
+        let mut cmd = json!({
             "cmd": "connect",
-            "jid": format!("{}/{resource}", jid(user)),
+            "jid": full,
             "password": password,
             "host": "127.0.0.1",
-            "port": n.xmpp,
+            "port": if direct { n.xmpps } else { n.xmpp },
             "cafile": n.cert(),
-        }));
+        });
+        if let (Some(o), Some(x)) = (cmd.as_object_mut(), extra.as_object()) {
+            for (k, v) in x {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        self.send(cmd);
     }
 
     pub fn send(&mut self, v: Value) {

@@ -223,6 +223,41 @@ fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
                 .unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         }
+        // Router peer links: garbage frames, a frame claiming this node's own id, a link
+        // not starting with a hello, and a link without the secret.
+        {
+            use presenced_proto::router::Frame;
+            use presenced_proto::router::peer_client::PeerClient;
+            let frame = |from_node: u64, events: &[u8]| Frame {
+                from_node,
+                epoch: 7,
+                events: events.to_vec(),
+            };
+            let cases: Vec<Vec<Frame>> = vec![
+                vec![frame(9, b"not json")],
+                vec![frame(9, b"[{\"e\": \"no_such_event\"}]")],
+                vec![frame(1, b"[{\"e\": \"hello\", \"sessions\": []}]")],
+                vec![frame(9, b"[{\"e\": \"heartbeat\"}]")],
+                vec![
+                    frame(9, b"[{\"e\": \"hello\", \"sessions\": []}]"),
+                    frame(8, b"[{\"e\": \"heartbeat\"}]"),
+                ],
+            ];
+            for frames in cases {
+                let mut peer = PeerClient::with_interceptor(ch.clone(), secret);
+                let e = peer
+                    .link(tokio_stream::iter(frames.clone()))
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), tonic::Code::InvalidArgument, "{frames:?}: {e:?}");
+            }
+            let mut anon = PeerClient::new(ch.clone());
+            let e = anon
+                .link(tokio_stream::iter(vec![frame(9, b"[]")]))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+        }
         let mut cluster = ClusterClient::with_interceptor(ch, secret);
         let bad = ProposeRequest {
             command: b"{\"op\": \"no_such_op\"}".to_vec(),

@@ -444,3 +444,63 @@ fn a_second_login_with_the_same_resource_replaces_the_first_across_nodes() {
     bob.chat("alice@example.test/same", "which one?");
     second.expect_body("which one?", T);
 }
+
+#[test]
+fn every_mechanism_direct_tls_and_a_server_chosen_resource() {
+    let c = cluster(&["alice", "bob"]);
+    for mech in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
+        let mut a = Agent::spawn(mech);
+        a.connect_with(&c, 0, "alice", mech, PW, json!({"mech": mech}));
+        let s = a.expect("session start", T, |e| e["ev"] == "session_start");
+        assert_eq!(s["mech"], mech, "{s}");
+        a.quit();
+    }
+    // TLS from the first byte on the xmpps port, and no resource: the server picks one.
+    let mut a = Agent::spawn("direct-tls");
+    a.connect_with(&c, 1, "bob", "", PW, json!({"direct_tls": true}));
+    let s = a.expect("session start", T, |e| e["ev"] == "session_start");
+    let j = s["jid"].as_str().unwrap();
+    assert!(
+        j.len() > "bob@example.test/".len() && j.starts_with("bob@example.test/"),
+        "{s}"
+    );
+}
+
+#[test]
+fn pending_requests_wait_for_login_directed_presence_and_dropped_connections() {
+    let c = cluster(&["carol", "dave", "erin"]);
+    let mut carol = Agent::login(&c, 0, "carol", "c", PW);
+    carol.roster(); // an interested resource (RFC 6121 §2.1.6) gets roster pushes
+    carol.available();
+    carol.presence(json!({"type": "subscribe", "to": jid("dave")}));
+    carol.expect("pending push", T, |e| {
+        e["ev"] == "roster_push" && e["items"][jid("dave")]["ask"] == "subscribe"
+    });
+    // dave was offline: the request waits in Raft and reaches him at login elsewhere.
+    let mut dave = Agent::login(&c, 2, "dave", "d", PW);
+    dave.available();
+    dave.expect("the stored request", T, |e| {
+        e["ev"] == "presence" && e["type"] == "subscribe" && e["from"] == jid("carol")
+    });
+    // Roster versioning: asking with the current version gets an empty result.
+    let r = dave.roster();
+    let ver = r["ver"].as_str().unwrap().to_string();
+    dave.send(json!({"cmd": "roster_get", "ver": ver}));
+    let r2 = dave.expect("versioned roster", T, |e| e["ev"] == "roster");
+    assert_eq!(r2["empty"], true, "{r2}");
+    dave.send(json!({"cmd": "roster_get", "ver": "12345"}));
+    let r3 = dave.expect("full roster", T, |e| e["ev"] == "roster");
+    assert_eq!(r3["empty"], false, "{r3}");
+
+    // Directed presence reaches someone with no subscription ...
+    let mut erin = Agent::login(&c, 1, "erin", "e", PW);
+    erin.presence(json!({"to": jid("dave"), "status": "knock knock"}));
+    let p = dave.expect_available("erin@example.test/e", T);
+    assert_eq!(p["status"], "knock knock");
+    carol.expect_none("erin's presence", Duration::from_millis(300), |e| {
+        e["from"].as_str().is_some_and(|f| f.starts_with("erin@"))
+    });
+    // ... and when erin's client dies without closing its stream, dave is told.
+    drop(erin);
+    dave.expect_unavailable("erin@example.test/e", T);
+}

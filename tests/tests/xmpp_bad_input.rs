@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use presenced_e2e::xmpp::{Agent, jid, raw_exchange, raw_stream, stream_header};
-use presenced_e2e::{Cluster, http_get, metric};
+use presenced_e2e::{Cluster, Opts, http_get, metric};
 use serde_json::json;
 
 const PW: &str = "secret-pw-1";
@@ -19,7 +19,13 @@ fn stream_error(reply: &str) -> Option<String> {
 
 #[test]
 fn each_violation_ends_only_its_own_stream() {
-    let c = Cluster::start(3);
+    let c = Cluster::start_with(
+        3,
+        Opts {
+            extra: "[xmpp]\nauth_timeout_secs = 3\n".into(),
+            ..Opts::default()
+        },
+    );
     for u in ["alice", "bob"] {
         c.ctl(0, &["user", "add", u, "--password", PW]).ok();
     }
@@ -71,6 +77,7 @@ fn each_violation_ends_only_its_own_stream() {
             "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='example.test' version='1.0'>".to_string(),
             "invalid-namespace",
         ),
+        ("silence after the header", stream_header(), "connection-timeout"),
         ("text instead of a stream", "GET / HTTP/1.1\r\n<html>".to_string(), "bad-format"),
     ];
     for (what, input, want) in &cases {

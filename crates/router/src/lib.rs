@@ -235,9 +235,13 @@ impl Router {
             }
             metrics::gauge!("presenced_sessions_local").decrement(1.0);
         }
-        if old.avail.is_some() {
+        let directed = old.local.as_ref().is_some_and(|l| !l.directed.is_empty());
+        if old.avail.is_some() || directed {
             self.inner.node.read(|state| {
-                self.fanout_presence(dir, state, user, resource, None);
+                if old.avail.is_some() {
+                    self.fanout_presence(dir, state, user, resource, None);
+                }
+                // RFC 6121 §4.6.3: those who got directed presence learn it ended.
                 if let Some(local) = &old.local {
                     for to in &local.directed {
                         self.deliver_directed(dir, state, user, resource, to, None);
