@@ -322,7 +322,6 @@ impl Router {
         avail: Option<&Availability>,
     ) {
         let from = self.full(owner, resource);
-        let me = self.node_id();
         let real = match avail {
             Some(a) => PresenceState::Available(a.clone()),
             None => PresenceState::Unavailable,
@@ -330,13 +329,15 @@ impl Router {
         let mut n = 0u64;
         if let Some(own) = dir.sessions(owner) {
             for (r, e) in own {
-                if r != resource && e.node == me && e.avail.is_some() {
+                if r != resource
+                    && e.avail.is_some()
+                    && let Some(l) = &e.local
+                {
                     let d = Delivery::Presence {
                         from: from.clone(),
                         state: real.clone(),
                     };
-                    n += self.send_local(owner, r, e.sid, e.local.as_ref().expect("local"), d)
-                        as u64;
+                    n += self.send_local(owner, r, e.sid, l, d) as u64;
                 }
             }
         }
@@ -353,7 +354,7 @@ impl Router {
             let Some(ws) = dir.sessions(w) else {
                 continue;
             };
-            if !ws.values().any(|e| e.node == me && e.avail.is_some()) {
+            if !ws.values().any(|e| e.local.is_some() && e.avail.is_some()) {
                 continue;
             }
             let shown = match visibility(state, owner, jid, Context::default()) {
@@ -362,12 +363,14 @@ impl Router {
                 Seen::Nothing => continue,
             };
             for (r, e) in ws {
-                if e.node == me && e.avail.is_some() {
+                if e.avail.is_some()
+                    && let Some(l) = &e.local
+                {
                     let d = Delivery::Presence {
                         from: from.clone(),
                         state: shown.clone(),
                     };
-                    n += self.send_local(w, r, e.sid, e.local.as_ref().expect("local"), d) as u64;
+                    n += self.send_local(w, r, e.sid, l, d) as u64;
                 }
             }
         }
@@ -657,14 +660,12 @@ impl Router {
         }
     }
 
-    fn peer_linked(&self, node: NodeId, epoch: u64) -> bool {
+    fn peer_linked(&self, node: NodeId, epoch: u64) {
         let mut dir = self.inner.dir.lock();
-        if dir.epoch(node) == Some(epoch) {
-            return true;
+        if dir.epoch(node) != Some(epoch) {
+            dir.set_epoch(node, epoch);
+            tracing::info!(peer = node, "peer linked");
         }
-        dir.set_epoch(node, epoch);
-        tracing::info!(peer = node, "peer linked");
-        true
     }
 
     fn hello(&self) -> PeerEvent {
