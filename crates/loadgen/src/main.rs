@@ -3,6 +3,13 @@
 //! `loadgen raft` drives roster writes through the admin API of a running cluster
 //! (spread over every node given, so most writes are forwarded to the leader) at
 //! several concurrency levels and prints throughput and commit latency.
+//!
+//! `loadgen xmpp` is a standard XMPP c2s client load (presenced, Prosody, ejabberd);
+//! `loadgen provision` creates its users (and the presence star's contacts) in a
+//! presenced cluster through the admin API.
+
+mod provision;
+mod xmpp;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,12 +54,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// XMPP c2s load (login storm, ping-pong messages, presence fan-out, idle memory).
+    Xmpp(xmpp::XmppArgs),
+    /// Create loadgen users (and the presence star's contacts) in presenced via admin gRPC.
+    Provision(provision::ProvisionArgs),
 }
 
-type Client = AdminClient<InterceptedService<Channel, Secret>>;
+pub(crate) type Client = AdminClient<InterceptedService<Channel, Secret>>;
 
 #[derive(Clone)]
-struct Secret(MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Secret(pub(crate) MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Secret {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -61,7 +72,7 @@ impl tonic::service::Interceptor for Secret {
     }
 }
 
-async fn connect(addr: &str, secret: &Secret) -> anyhow::Result<Client> {
+pub(crate) async fn connect(addr: &str, secret: &Secret) -> anyhow::Result<Client> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(2))
@@ -97,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<Result<_, _>>()?;
             raft_bench(&addrs, &secret, &levels, Duration::from_secs(seconds), json).await
         }
+        Cmd::Xmpp(a) => xmpp::run(a).await,
+        Cmd::Provision(a) => provision::run(a).await,
     }
 }
 

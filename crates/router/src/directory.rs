@@ -2,16 +2,15 @@
 //! and resource. Entries of this node carry the channel to the client; the others
 //! are mirrored from the peer that owns them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use presenced_cluster::NodeId;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use crate::{Availability, Delivery};
 
 pub(crate) struct Local {
-    pub tx: mpsc::Sender<Delivery>,
+    pub tx: crate::queue::Sender<Delivery>,
     /// The client asked for its roster (it gets roster pushes).
     pub roster: bool,
     /// JIDs this session sent directed available presence to.
@@ -19,7 +18,7 @@ pub(crate) struct Local {
 }
 
 impl Local {
-    pub fn new(tx: mpsc::Sender<Delivery>) -> Self {
+    pub fn new(tx: crate::queue::Sender<Delivery>) -> Self {
         Local {
             tx,
             roster: false,
@@ -46,9 +45,73 @@ pub struct SessionInfo {
     pub avail: Option<Availability>,
 }
 
+/// The sessions of one user, by resource. Users have one to a few sessions: a small
+/// vector costs far less per user than a tree or hash map (a B-tree leaf alone is
+/// over 1.5 KiB).
+#[derive(Default)]
+pub(crate) struct Resources(Vec<(String, Entry)>);
+
+impl Resources {
+    pub fn get(&self, r: &str) -> Option<&Entry> {
+        self.0.iter().find(|(k, _)| k == r).map(|(_, e)| e)
+    }
+
+    fn get_mut(&mut self, r: &str) -> Option<&mut Entry> {
+        self.0.iter_mut().find(|(k, _)| k == r).map(|(_, e)| e)
+    }
+
+    pub fn contains_key(&self, r: &str) -> bool {
+        self.get(r).is_some()
+    }
+
+    fn insert(&mut self, r: &str, e: Entry) {
+        match self.get_mut(r) {
+            Some(slot) => *slot = e,
+            None => self.0.push((r.to_string(), e)),
+        }
+    }
+
+    fn remove(&mut self, r: &str) -> Option<Entry> {
+        let i = self.0.iter().position(|(k, _)| k == r)?;
+        let (_, e) = self.0.swap_remove(i);
+        if self.0.capacity() > 4 && self.0.len() * 4 < self.0.capacity() {
+            self.0.shrink_to_fit();
+        }
+        Some(e)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.0.iter().map(|(k, e)| (k, e))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter().map(|(_, e)| e)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl<'a> IntoIterator for &'a Resources {
+    type Item = (&'a String, &'a Entry);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, Entry)>,
+        fn(&'a (String, Entry)) -> (&'a String, &'a Entry),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, e)| (k, e))
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Directory {
-    users: HashMap<String, BTreeMap<String, Entry>>,
+    users: HashMap<String, Resources>,
     /// The epoch of the live inbound link of each peer.
     epochs: HashMap<NodeId, u64>,
 }
@@ -68,7 +131,7 @@ impl Directory {
             .and_then(|e| e.local.as_mut())
     }
 
-    pub fn sessions(&self, user: &str) -> Option<&BTreeMap<String, Entry>> {
+    pub fn sessions(&self, user: &str) -> Option<&Resources> {
         self.users.get(user)
     }
 
@@ -76,7 +139,7 @@ impl Directory {
         self.users
             .entry(user.to_string())
             .or_default()
-            .insert(resource.to_string(), e);
+            .insert(resource, e);
     }
 
     pub fn remove(&mut self, user: &str, resource: &str) -> Option<Entry> {
@@ -134,13 +197,13 @@ impl Directory {
     pub fn local_count(&self, me: NodeId) -> usize {
         self.users
             .values()
-            .flat_map(|m| m.values())
+            .flat_map(Resources::values)
             .filter(|e| e.node == me)
             .count()
     }
 
     pub fn total_count(&self) -> usize {
-        self.users.values().map(|m| m.len()).sum()
+        self.users.values().map(Resources::len).sum()
     }
 
     pub fn epoch(&self, node: NodeId) -> Option<u64> {

@@ -45,7 +45,7 @@ impl Router {
                 let sees = item.subscription.sees_contact();
                 // A pending request never showed the contact: nothing to take back.
                 let pending = !sees && item.ask;
-                self.roster_push(&user, &jid, Some(item), version);
+                self.roster_push(&user, &jid, Some(Box::new(item)), version);
                 if !pending {
                     self.contact_view_changed(&user, &jid, sees);
                 }
@@ -110,7 +110,7 @@ impl Router {
         &self,
         user: &str,
         jid: &str,
-        item: Option<presenced_model::RosterItem>,
+        item: Option<Box<presenced_model::RosterItem>>,
         version: u64,
     ) {
         let me = self.node_id();

@@ -16,6 +16,7 @@
 mod directory;
 mod events;
 pub mod peer;
+pub mod queue;
 mod types;
 
 use std::collections::HashMap;
@@ -27,7 +28,6 @@ use parking_lot::Mutex;
 use presenced_cluster::{ClusterError, ClusterNode, NodeId};
 use presenced_model::{Command, OfflineMessage, Outcome, Refusal, Reply, State};
 use presenced_policy::{Context, Seen, visibility};
-use tokio::sync::mpsc;
 
 pub use types::*;
 
@@ -171,7 +171,7 @@ impl Router {
         &self,
         user: &str,
         resource: Option<&str>,
-    ) -> Result<(Session, mpsc::Receiver<Delivery>), RouteError> {
+    ) -> Result<(Session, queue::Receiver<Delivery>), RouteError> {
         let resource = match resource.map(str::trim).filter(|r| !r.is_empty()) {
             Some(r) => {
                 let full = format!("{user}@{}/{r}", self.inner.domain);
@@ -182,7 +182,7 @@ impl Router {
             None => format!("{:016x}", rand::random::<u64>()),
         };
         let sid = self.inner.next_sid.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.inner.cfg.session_queue);
+        let (tx, rx) = queue::queue(self.inner.cfg.session_queue);
         let me = self.node_id();
         {
             let mut dir = self.inner.dir.lock();
@@ -292,7 +292,7 @@ impl Router {
     fn send_local(&self, user: &str, resource: &str, sid: u64, local: &Local, d: Delivery) -> bool {
         match local.tx.try_send(d) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full) => {
                 // A client that does not read its deliveries is disconnected rather
                 // than holding memory for ever; its watchers see it go unavailable.
                 metrics::counter!("presenced_sessions_overflowed_total").increment(1);
@@ -306,7 +306,7 @@ impl Router {
                 tokio::spawn(async move { r.end_session(&u, &res, sid) });
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(queue::TrySendError::Closed) => false,
         }
     }
 

@@ -158,7 +158,7 @@ pub enum Delivery {
     /// A roster change; `item` is `None` when `jid` was removed.
     RosterPush {
         jid: String,
-        item: Option<RosterItem>,
+        item: Option<Box<RosterItem>>,
         version: u64,
     },
     /// Another login took this session's resource (RFC 6120 §7.7.2.2 conflict).

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use presenced_model::{Refusal, RefusalClass, RosterItem};
+use presenced_router::queue::{self, Receiver};
 use presenced_router::{
     Address, Availability, Delivery, Message, MessageKind, PresenceState, RouteError, Session, Show,
 };
@@ -15,7 +16,6 @@ use rsasl::mechname::Mechname;
 use rsasl::prelude::SASLServer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::xml::{Element, Frame, NS_CLIENT, StreamReader, XmlError, escape_into};
@@ -46,6 +46,14 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 type BoxIo = Box<dyn Io>;
 type Reader = StreamReader<ReadHalf<BoxIo>>;
+
+/// What the reader task hands the session: small, so the channel's slots are small.
+enum Item {
+    Stanza(Box<Element>),
+    Keepalive,
+    Header,
+    End,
+}
 
 /// Why a stream ends.
 enum End {
@@ -95,8 +103,9 @@ impl Out {
         self.w.write_all(self.buf.as_bytes()).await?;
         self.w.flush().await?;
         self.buf.clear();
-        if self.buf.capacity() > 4096 {
-            self.buf.shrink_to(256);
+        if self.buf.capacity() > 256 {
+            // Idle sessions should not keep a burst's buffer.
+            self.buf = String::new();
         }
         Ok(())
     }
@@ -113,7 +122,9 @@ pub(crate) async fn handle(
         metrics::gauge!("presenced_xmpp_connections").increment(1.0);
         let io: BoxIo = if direct_tls {
             let Some(acc) = &shared.tls else { return };
-            match tokio::time::timeout(shared.cfg.auth_timeout, acc.accept(tcp)).await {
+            // Boxed (as below): the handshake state is large and short-lived; an idle
+            // session's task should hold only what the session needs.
+            match tokio::time::timeout(shared.cfg.auth_timeout, Box::pin(acc.accept(tcp))).await {
                 Ok(Ok(t)) => Box::new(t),
                 _ => {
                     metrics::gauge!("presenced_xmpp_connections").decrement(1.0);
@@ -123,7 +134,7 @@ pub(crate) async fn handle(
         } else {
             Box::new(tcp)
         };
-        run(io, direct_tls, &shared).await;
+        Box::pin(run(io, direct_tls, &shared)).await;
         metrics::gauge!("presenced_xmpp_connections").decrement(1.0);
     }
     .instrument(span)
@@ -144,7 +155,10 @@ async fn run(io: BoxIo, tls: bool, shared: &Arc<Shared>) {
         header_sent: false,
         auth_failures: 0,
     };
-    let negotiated = tokio::time::timeout(shared.cfg.auth_timeout, conn.negotiate()).await;
+    // Boxed: negotiation state (TLS handshake, SASL) is large and is freed once the
+    // session runs, so an idle session does not carry it.
+    let negotiated =
+        tokio::time::timeout(shared.cfg.auth_timeout, Box::pin(conn.negotiate())).await;
     let end = match negotiated {
         Err(_) => End::Error("connection-timeout", "authentication took too long".into()),
         Ok(Err(end)) => end,
@@ -153,7 +167,7 @@ async fn run(io: BoxIo, tls: bool, shared: &Arc<Shared>) {
             conn.session_loop(session, rx).await
         }
     };
-    conn.finish(end).await;
+    Box::pin(conn.finish(end)).await;
 }
 
 struct Conn {
@@ -296,7 +310,7 @@ impl Conn {
     }
 
     /// STARTTLS, SASL and resource binding; returns the bound session.
-    async fn negotiate(&mut self) -> Result<(Session, mpsc::Receiver<Delivery>), End> {
+    async fn negotiate(&mut self) -> Result<(Session, Receiver<Delivery>), End> {
         self.open_stream().await?;
         loop {
             let el = match self.next().await? {
@@ -487,10 +501,7 @@ impl Conn {
         Ok(())
     }
 
-    async fn bind(
-        &mut self,
-        iq: &Element,
-    ) -> Result<Option<(Session, mpsc::Receiver<Delivery>)>, End> {
+    async fn bind(&mut self, iq: &Element) -> Result<Option<(Session, Receiver<Delivery>)>, End> {
         let id = iq.attr("id").unwrap_or_default().to_string();
         let Some(b) = iq
             .child("bind", NS_BIND)
@@ -527,21 +538,27 @@ impl Conn {
 
     // ------------------------------------------------------------ the session
 
-    async fn session_loop(&mut self, session: Session, mut rx: mpsc::Receiver<Delivery>) -> End {
+    async fn session_loop(&mut self, session: Session, mut rx: Receiver<Delivery>) -> End {
         let reader = self.reader.take();
-        let (stx, mut srx) = mpsc::channel::<Result<Frame, XmlError>>(8);
+        let (stx, mut srx) = queue::queue::<Result<Item, XmlError>>(8);
         // The XML reader is not cancel-safe: it lives in its own task for the whole
         // session and hands over complete stanzas.
-        let reader_task = tokio::spawn(async move {
+        let reader_fut = async move {
             let Some(mut reader) = reader else { return };
             loop {
-                let f = reader.next().await;
-                let more = matches!(f, Ok(Frame::Stanza(_)) | Ok(Frame::Keepalive));
+                let f = reader.next().await.map(|f| match f {
+                    Frame::Stanza(el) => Item::Stanza(Box::new(el)),
+                    Frame::Keepalive => Item::Keepalive,
+                    Frame::Header(_) => Item::Header,
+                    Frame::End => Item::End,
+                });
+                let more = matches!(f, Ok(Item::Stanza(_)) | Ok(Item::Keepalive));
                 if stx.send(f).await.is_err() || !more {
                     return;
                 }
             }
-        });
+        };
+        let reader_task = tokio::spawn(reader_fut);
         let end = self.session_inner(&session, &mut srx, &mut rx).await;
         reader_task.abort();
         drop(session);
@@ -551,8 +568,8 @@ impl Conn {
     async fn session_inner(
         &mut self,
         s: &Session,
-        srx: &mut mpsc::Receiver<Result<Frame, XmlError>>,
-        rx: &mut mpsc::Receiver<Delivery>,
+        srx: &mut Receiver<Result<Item, XmlError>>,
+        rx: &mut Receiver<Delivery>,
     ) -> End {
         let cfg = self.shared.cfg.clone();
         let mut last_in = Instant::now();
@@ -565,15 +582,17 @@ impl Conn {
                     last_in = Instant::now();
                     pinged = false;
                     match f {
-                        Some(Ok(Frame::Stanza(el))) => {
+                        Some(Ok(Item::Stanza(el))) => {
                             metrics::counter!("presenced_xmpp_stanzas_in_total").increment(1);
-                            if let Err(e) = self.stanza(s, el).await {
+                            // Boxed: handling may await a Raft write, a large future
+                            // that an idle session should not carry.
+                            if let Err(e) = Box::pin(self.stanza(s, *el)).await {
                                 return e;
                             }
                         }
-                        Some(Ok(Frame::Keepalive)) => {}
-                        Some(Ok(Frame::End)) | None => return End::Closed,
-                        Some(Ok(Frame::Header(_))) => return End::Error("bad-format", "unexpected stream header".into()),
+                        Some(Ok(Item::Keepalive)) => {}
+                        Some(Ok(Item::End)) | None => return End::Closed,
+                        Some(Ok(Item::Header)) => return End::Error("bad-format", "unexpected stream header".into()),
                         Some(Err(e)) => return e.into(),
                     }
                 }
@@ -587,8 +606,8 @@ impl Conn {
                     // Drain what else is queued into the same write.
                     for _ in 0..64 {
                         match rx.try_recv() {
-                            Ok(d) => if let Err(e) = self.deliver(s, d) { return e; },
-                            Err(_) => break,
+                            Some(d) => if let Err(e) = self.deliver(s, d) { return e; },
+                            None => break,
                         }
                     }
                 }

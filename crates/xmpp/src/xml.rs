@@ -13,6 +13,11 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, Take};
 
+/// Bytes read from the connection at a time. Small on purpose: an idle session keeps
+/// this buffer for as long as it lives (memory per session matters more than a few
+/// more reads for large stanzas).
+const READ_BUFFER: usize = 512;
+
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
 pub const NS_CLIENT: &str = "jabber:client";
 
@@ -248,7 +253,7 @@ pub struct StreamReader<R: AsyncRead + Unpin> {
 impl<R: AsyncRead + Unpin> StreamReader<R> {
     pub fn new(io: R, limits: Limits) -> Self {
         let mut xml = NsReader::from_reader(BufReader::with_capacity(
-            2048,
+            READ_BUFFER,
             io.take(limits.max_stanza_bytes),
         ));
         let c = xml.config_mut();
@@ -288,8 +293,8 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     pub async fn next(&mut self) -> Result<Frame, XmlError> {
         loop {
             self.buf.clear();
-            if self.buf.capacity() > 8192 {
-                self.buf.shrink_to(1024);
+            if self.buf.capacity() > 256 {
+                self.buf = Vec::new(); // a large stanza's buffer is not kept while idle
             }
             let res = self
                 .xml
