@@ -504,3 +504,70 @@ fn pending_requests_wait_for_login_directed_presence_and_dropped_connections() {
     drop(erin);
     dave.expect_unavailable("erin@example.test/e", T);
 }
+
+#[test]
+fn a_peer_that_falls_silent_is_declared_dead_and_its_sessions_go_unavailable() {
+    // A partition, not a process death: the link stays open but nothing arrives. A fake
+    // peer (node 9) announces a session of bob, then stops sending heartbeats.
+    let c = cluster(&["alice", "bob"]);
+    provision(&c, "alice", "bob");
+    let mut alice = Agent::login(&c, 0, "alice", "a", PW);
+    alice.available();
+    let addr = c.nodes[0].cluster_addr();
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use presenced_proto::router::Frame;
+            use presenced_proto::router::peer_client::PeerClient;
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client = PeerClient::with_interceptor(ch, |mut r: tonic::Request<()>| {
+                r.metadata_mut().insert(
+                    presenced_proto::SECRET_HEADER,
+                    presenced_e2e::SECRET.parse().unwrap(),
+                );
+                Ok(r)
+            });
+            let hello = json!([{"e": "hello", "sessions": [{
+                "user": "bob", "resource": "ghost", "sid": 1,
+                "avail": {"show": "away", "status": "behind a partition", "priority": 0}
+            }]}]);
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(Frame {
+                from_node: 9,
+                epoch: 1,
+                events: hello.to_string().into_bytes(),
+            })
+            .await
+            .unwrap();
+            let call = tokio::spawn(async move {
+                client
+                    .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+            });
+            // Hold the stream open (tx alive) without sending until the test is done.
+            let _ = tokio::task::spawn_blocking(move || hold_rx.recv()).await;
+            drop(tx);
+            let _ = call.await;
+        });
+    });
+    let p = alice.expect_available("bob@example.test/ghost", T);
+    assert_eq!(p["status"], "behind a partition");
+    let t0 = Instant::now();
+    alice.expect_unavailable("bob@example.test/ghost", Duration::from_secs(8));
+    let silent = t0.elapsed();
+    // Declared dead after router.peer_dead_after_ms (3 s by default), not at once.
+    assert!(
+        silent >= Duration::from_millis(1500),
+        "dropped too early: {silent:?}"
+    );
+    let _ = hold_tx.send(());
+    let _ = peer.join();
+}
