@@ -80,27 +80,16 @@ impl Agent {
     /// Connect `user/resource` to node `node` of the cluster and wait for the session.
     pub fn login(c: &Cluster, node: usize, user: &str, resource: &str, password: &str) -> Agent {
         let mut a = Agent::spawn(&format!("{user}/{resource}@node{}", node + 1));
-        a.connect(c, node, user, resource, password);
+        a.connect(c, node, user, resource, password, json!({}));
         a.expect("session start", Duration::from_secs(15), |e| {
             e["ev"] == "session_start"
         });
         a
     }
 
-    pub fn connect(
-        &mut self,
-        c: &Cluster,
-        node: usize,
-        user: &str,
-        resource: &str,
-        password: &str,
-    ) {
-        self.connect_with(c, node, user, resource, password, json!({}));
-    }
-
     /// `extra`: more connect options (`mech`, `direct_tls`). An empty resource lets the
     /// server choose one.
-    pub fn connect_with(
+    pub fn connect(
         &mut self,
         c: &Cluster,
         node: usize,

@@ -96,11 +96,12 @@ pub struct RouterCfg {
 
 impl Default for RouterCfg {
     fn default() -> Self {
+        let d = presenced_router::RouterConfig::new(0, String::new());
         RouterCfg {
-            sticky_quiet_secs: 300,
-            peer_heartbeat_ms: 1000,
-            peer_dead_after_ms: 3000,
-            session_queue: 1024,
+            sticky_quiet_secs: d.sticky_quiet.as_secs(),
+            peer_heartbeat_ms: d.peer_heartbeat.as_millis() as u64,
+            peer_dead_after_ms: d.peer_dead_after.as_millis() as u64,
+            session_queue: d.session_queue,
         }
     }
 }

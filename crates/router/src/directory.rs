@@ -84,16 +84,20 @@ impl Resources {
         self.0.iter().map(|(k, e)| (k, e))
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &Entry> {
-        self.0.iter().map(|(_, e)| e)
+    /// This node's sessions of the user that sent initial presence.
+    pub fn local_available(&self) -> impl Iterator<Item = (&String, &Entry, &Local)> {
+        self.local().filter(|(_, e, _)| e.avail.is_some())
+    }
+
+    /// This node's sessions of the user.
+    pub fn local(&self) -> impl Iterator<Item = (&String, &Entry, &Local)> {
+        self.0
+            .iter()
+            .filter_map(|(r, e)| e.local.as_ref().map(|l| (r, e, l)))
     }
 
     fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
     }
 }
 
@@ -192,18 +196,6 @@ impl Directory {
             }
         }
         out
-    }
-
-    pub fn local_count(&self, me: NodeId) -> usize {
-        self.users
-            .values()
-            .flat_map(Resources::values)
-            .filter(|e| e.node == me)
-            .count()
-    }
-
-    pub fn total_count(&self) -> usize {
-        self.users.values().map(Resources::len).sum()
     }
 
     pub fn epoch(&self, node: NodeId) -> Option<u64> {

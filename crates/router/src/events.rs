@@ -5,7 +5,8 @@
 use presenced_model::{Event, PolicyKey};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::{Delivery, PresenceState, Router, SubscriptionKind};
+use crate::directory::{Entry, Local};
+use crate::{Delivery, Router, SubscriptionKind, View};
 
 pub(crate) fn spawn(router: Router) {
     let mut rx = router.inner.node.subscribe();
@@ -55,20 +56,14 @@ impl Router {
                 self.contact_view_changed(&user, &jid, false);
             }
             Event::SubscriptionRequested { user, from } => {
-                let me = self.node_id();
-                let dir = self.inner.dir.lock();
-                for (r, e) in dir.sessions(&user).into_iter().flatten() {
-                    if e.node == me
-                        && e.avail.is_some()
-                        && let Some(l) = &e.local
-                    {
-                        let d = Delivery::Subscription {
-                            from: from.clone(),
-                            kind: SubscriptionKind::Subscribe,
-                        };
-                        self.send_local(&user, r, e.sid, l, d);
-                    }
-                }
+                self.to_local(
+                    &user,
+                    |e, _| e.avail.is_some(),
+                    || Delivery::Subscription {
+                        from: from.clone(),
+                        kind: SubscriptionKind::Subscribe,
+                    },
+                );
             }
             Event::OfflineQueued { user, .. } => {
                 // A message stored while a login of the user raced it: the node holding the
@@ -89,18 +84,13 @@ impl Router {
                 }
             }
             Event::AccountDeleted { user } => {
-                let me = self.node_id();
-                let dir = self.inner.dir.lock();
-                for (r, e) in dir.sessions(&user).into_iter().flatten() {
-                    if e.node == me
-                        && let Some(l) = &e.local
-                    {
-                        let d = Delivery::Close {
-                            reason: "the account was removed".into(),
-                        };
-                        self.send_local(&user, r, e.sid, l, d);
-                    }
-                }
+                self.to_local(
+                    &user,
+                    |_, _| true,
+                    || Delivery::Close {
+                        reason: "the account was removed".into(),
+                    },
+                );
             }
             _ => {}
         }
@@ -113,67 +103,47 @@ impl Router {
         item: Option<Box<presenced_model::RosterItem>>,
         version: u64,
     ) {
-        let me = self.node_id();
+        self.to_local(
+            user,
+            |_, l| l.roster,
+            || Delivery::RosterPush {
+                jid: jid.to_string(),
+                item: item.clone(),
+                version,
+            },
+        );
+    }
+
+    /// Hand a delivery to each of `user`'s sessions on this node that `pick` selects.
+    fn to_local(
+        &self,
+        user: &str,
+        pick: impl Fn(&Entry, &Local) -> bool,
+        make: impl Fn() -> Delivery,
+    ) {
         let dir = self.inner.dir.lock();
-        for (r, e) in dir.sessions(user).into_iter().flatten() {
-            if e.node == me
-                && let Some(l) = &e.local
-                && l.roster
-            {
-                let d = Delivery::RosterPush {
-                    jid: jid.to_string(),
-                    item: item.clone(),
-                    version,
-                };
-                self.send_local(user, r, e.sid, l, d);
+        for (r, e, l) in dir.sessions(user).into_iter().flat_map(|m| m.local()) {
+            if pick(e, l) {
+                self.send_local(user, r, e.sid, l, make());
             }
         }
     }
 
     /// `user`'s subscription to `jid` changed: show the contact's sessions to the user's
-    /// local available sessions, or tell them the contact is now unavailable to them.
+    /// local available sessions, or take them back ("unavailable").
     fn contact_view_changed(&self, user: &str, jid: &str, sees: bool) {
         let Some(contact) = self.read(|s| s.local_user(jid).map(str::to_string)) else {
             return;
         };
-        let me = self.node_id();
         let dir = self.inner.dir.lock();
-        let viewers: Vec<String> = dir
-            .sessions(user)
-            .into_iter()
-            .flatten()
-            .filter(|(_, e)| e.node == me && e.avail.is_some())
-            .map(|(r, _)| r.clone())
-            .collect();
-        if viewers.is_empty() {
-            return;
-        }
-        if sees {
-            self.inner.node.read(|state| {
-                for vr in &viewers {
-                    self.show_owner_to(&dir, state, &contact, user, vr, true);
-                }
-            });
-            return;
-        }
-        let Some(cs) = dir.sessions(&contact) else {
+        let Some(mine) = dir.sessions(user) else {
             return;
         };
-        for (cr, ce) in cs {
-            if ce.avail.is_none() {
-                continue;
+        let view = if sees { View::Initial } else { View::Retract };
+        self.inner.node.read(|state| {
+            for (vr, _, _) in mine.local_available() {
+                self.show_owner_to(&dir, state, &contact, user, vr, view);
             }
-            for vr in &viewers {
-                if let Some(ve) = dir.get(user, vr)
-                    && let Some(l) = &ve.local
-                {
-                    let d = Delivery::Presence {
-                        from: self.full(&contact, cr),
-                        state: PresenceState::Unavailable,
-                    };
-                    self.send_local(user, vr, ve.sid, l, d);
-                }
-            }
-        }
+        });
     }
 }

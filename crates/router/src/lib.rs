@@ -80,6 +80,28 @@ struct Inner {
     next_sid: AtomicU64,
 }
 
+/// Why a viewer is being shown an owner's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// At login: only what is really available is worth sending.
+    Initial,
+    /// A change or a re-evaluation: available, or "unavailable" when not shared.
+    Refresh,
+    /// The viewer just lost the subscription: "unavailable" unless still entitled.
+    Retract,
+}
+
+/// What a viewer is handed of one session, given the visibility decision (`None`:
+/// nothing). The decision itself is [`presenced_policy::visibility`]'s alone.
+fn shown(seen: Seen, avail: Option<&Availability>, view: View) -> Option<PresenceState> {
+    match (seen, avail, view) {
+        (Seen::Available, Some(a), _) => Some(PresenceState::Available(a.clone())),
+        (Seen::Nothing, _, View::Retract) => Some(PresenceState::Unavailable),
+        (Seen::Nothing, _, _) | (_, _, View::Initial) => None,
+        _ => Some(PresenceState::Unavailable),
+    }
+}
+
 /// Where a client addressed a stanza.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -131,12 +153,6 @@ impl Router {
     /// The gRPC service peers call (add it to the node's cluster gRPC server).
     pub fn peer_service(&self) -> peer::PeerServer {
         peer::server(self.clone())
-    }
-
-    /// Sessions on this node and in the whole directory.
-    pub fn session_counts(&self) -> (usize, usize) {
-        let d = self.inner.dir.lock();
-        (d.local_count(self.node_id()), d.total_count())
     }
 
     /// Parse and classify a JID a client addressed.
@@ -322,56 +338,37 @@ impl Router {
         avail: Option<&Availability>,
     ) {
         let from = self.full(owner, resource);
-        let real = match avail {
-            Some(a) => PresenceState::Available(a.clone()),
-            None => PresenceState::Unavailable,
-        };
+        let own = self.bare(owner);
+        let watchers = state
+            .user(owner)
+            .into_iter()
+            .flat_map(|d| d.roster.items.iter())
+            .filter(|(_, i)| i.subscription.contact_watches())
+            .map(|(jid, _)| jid.as_str());
         let mut n = 0u64;
-        if let Some(own) = dir.sessions(owner) {
-            for (r, e) in own {
-                if r != resource
-                    && e.avail.is_some()
-                    && let Some(l) = &e.local
-                {
-                    let d = Delivery::Presence {
-                        from: from.clone(),
-                        state: real.clone(),
-                    };
-                    n += self.send_local(owner, r, e.sid, l, d) as u64;
+        for viewer in std::iter::once(own.as_str()).chain(watchers) {
+            let Some(vu) = state.local_user(viewer) else {
+                continue;
+            };
+            let Some(vs) = dir.sessions(vu) else {
+                continue;
+            };
+            if vs.local_available().next().is_none() {
+                continue;
+            }
+            let seen = visibility(state, owner, viewer, Context::default());
+            let Some(shown) = shown(seen, avail, View::Refresh) else {
+                continue;
+            };
+            for (r, e, l) in vs.local_available() {
+                if vu == owner && r == resource {
+                    continue;
                 }
-            }
-        }
-        let Some(data) = state.user(owner) else {
-            return;
-        };
-        for (jid, item) in &data.roster.items {
-            if !item.subscription.contact_watches() {
-                continue;
-            }
-            let Some(w) = state.local_user(jid) else {
-                continue;
-            };
-            let Some(ws) = dir.sessions(w) else {
-                continue;
-            };
-            if !ws.values().any(|e| e.local.is_some() && e.avail.is_some()) {
-                continue;
-            }
-            let shown = match visibility(state, owner, jid, Context::default()) {
-                Seen::Available => real.clone(),
-                Seen::Unavailable | Seen::Unknown => PresenceState::Unavailable,
-                Seen::Nothing => continue,
-            };
-            for (r, e) in ws {
-                if e.avail.is_some()
-                    && let Some(l) = &e.local
-                {
-                    let d = Delivery::Presence {
-                        from: from.clone(),
-                        state: shown.clone(),
-                    };
-                    n += self.send_local(w, r, e.sid, l, d) as u64;
-                }
+                let d = Delivery::Presence {
+                    from: from.clone(),
+                    state: shown.clone(),
+                };
+                n += self.send_local(vu, r, e.sid, l, d) as u64;
             }
         }
         metrics::counter!("presenced_presence_delivered_total").increment(n);
@@ -399,10 +396,8 @@ impl Router {
             directed: true,
             ..Context::default()
         };
-        let shown = match (visibility(state, owner, &bare, ctx), avail) {
-            (Seen::Available, Some(a)) => PresenceState::Available(a.clone()),
-            (Seen::Nothing, _) => return,
-            _ => PresenceState::Unavailable,
+        let Some(shown) = shown(visibility(state, owner, &bare, ctx), avail, View::Refresh) else {
+            return;
         };
         let from = self.full(owner, resource);
         for r in self.resources_for(dir, &user, to_res.as_deref(), false) {
@@ -447,7 +442,7 @@ impl Router {
     }
 
     /// Presence of every session of `owner` as `viewer_user` may see it, delivered to
-    /// the viewer's local session `vres` (used at login and when visibility changes).
+    /// the viewer's local session `vres` (at login, for probes, when visibility changes).
     fn show_owner_to(
         &self,
         dir: &Directory,
@@ -455,7 +450,7 @@ impl Router {
         owner: &str,
         viewer_user: &str,
         vres: &str,
-        only_available: bool,
+        view: View,
     ) {
         let Some(own) = dir.sessions(owner) else {
             return;
@@ -471,11 +466,12 @@ impl Router {
             if owner == viewer_user && r == vres {
                 continue;
             }
-            let shown = match (seen, &e.avail) {
-                (Seen::Nothing, _) | (_, None) => continue,
-                (Seen::Available, Some(a)) => PresenceState::Available(a.clone()),
-                _ if only_available => continue,
-                _ => PresenceState::Unavailable,
+            // Sessions that never sent initial presence are not shown at all.
+            let Some(avail) = &e.avail else {
+                continue;
+            };
+            let Some(shown) = shown(seen, Some(avail), view) else {
+                continue;
             };
             let d = Delivery::Presence {
                 from: self.full(owner, r),
@@ -506,7 +502,7 @@ impl Router {
                                 .get(&ojid)
                                 .is_some_and(|i| i.subscription.sees_contact());
                         if sees {
-                            self.show_owner_to(&dir, state, o, &vu, &vr, false);
+                            self.show_owner_to(&dir, state, o, &vu, &vr, View::Refresh);
                         }
                     }
                     None => {
@@ -515,7 +511,7 @@ impl Router {
                                 continue;
                             }
                             if let Some(c) = state.local_user(cjid) {
-                                self.show_owner_to(&dir, state, c, &vu, &vr, false);
+                                self.show_owner_to(&dir, state, c, &vu, &vr, View::Refresh);
                             }
                         }
                     }
@@ -1008,7 +1004,14 @@ impl Session {
     /// own other resources, and the subscription requests waiting for it.
     fn initial_view(&self, dir: &Directory, state: &State) {
         let r = &self.router;
-        r.show_owner_to(dir, state, &self.user, &self.user, &self.resource, true);
+        r.show_owner_to(
+            dir,
+            state,
+            &self.user,
+            &self.user,
+            &self.resource,
+            View::Initial,
+        );
         let Some(data) = state.user(&self.user) else {
             return;
         };
@@ -1016,7 +1019,7 @@ impl Session {
             if item.subscription.sees_contact()
                 && let Some(c) = state.local_user(cjid)
             {
-                r.show_owner_to(dir, state, c, &self.user, &self.resource, true);
+                r.show_owner_to(dir, state, c, &self.user, &self.resource, View::Initial);
             }
         }
         if let Some(e) = dir.get(&self.user, &self.resource)
@@ -1066,7 +1069,14 @@ impl Session {
         };
         let dir = r.inner.dir.lock();
         r.inner.node.read(|state| {
-            r.show_owner_to(&dir, state, &user, &self.user, &self.resource, false);
+            r.show_owner_to(
+                &dir,
+                state,
+                &user,
+                &self.user,
+                &self.resource,
+                View::Refresh,
+            );
         });
         Ok(())
     }

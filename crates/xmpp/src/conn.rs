@@ -121,7 +121,7 @@ pub(crate) async fn handle(
     async move {
         metrics::gauge!("presenced_xmpp_connections").increment(1.0);
         let io: BoxIo = if direct_tls {
-            let Some(acc) = &shared.tls else { return };
+            let acc = &shared.tls;
             // Boxed (as below): the handshake state is large and short-lived; an idle
             // session's task should hold only what the session needs.
             match tokio::time::timeout(shared.cfg.auth_timeout, Box::pin(acc.accept(tcp))).await {
@@ -188,6 +188,20 @@ impl Conn {
     async fn next(&mut self) -> Result<Frame, End> {
         let r = self.reader.as_mut().ok_or(End::Lost)?;
         Ok(r.next().await?)
+    }
+
+    /// The next stanza of a stream being negotiated (whitespace skipped).
+    async fn next_stanza(&mut self) -> Result<Element, End> {
+        loop {
+            match self.next().await? {
+                Frame::Stanza(el) => return Ok(el),
+                Frame::Keepalive => continue,
+                Frame::End => return Err(End::Closed),
+                Frame::Header(_) => {
+                    return Err(End::Error("bad-format", "unexpected stream header".into()));
+                }
+            }
+        }
     }
 
     async fn finish(&mut self, end: End) {
@@ -270,8 +284,7 @@ impl Conn {
         }
         let mut f = Element::new("stream:features", NS_CLIENT);
         if self.user.is_none() {
-            let can_tls = !self.tls && self.shared.tls.is_some();
-            if can_tls {
+            if !self.tls {
                 let mut st = Element::new("starttls", NS_TLS);
                 if self.shared.cfg.require_tls {
                     st.push(Element::new("required", NS_TLS));
@@ -313,19 +326,10 @@ impl Conn {
     async fn negotiate(&mut self) -> Result<(Session, Receiver<Delivery>), End> {
         self.open_stream().await?;
         loop {
-            let el = match self.next().await? {
-                Frame::Stanza(el) => el,
-                Frame::Keepalive => continue,
-                Frame::End => return Err(End::Closed),
-                Frame::Header(_) => {
-                    return Err(End::Error("bad-format", "unexpected stream header".into()));
-                }
-            };
+            let el = self.next_stanza().await?;
             metrics::counter!("presenced_xmpp_stanzas_in_total").increment(1);
             match (el.name.as_str(), el.ns.as_str()) {
-                ("starttls", NS_TLS)
-                    if !self.tls && self.user.is_none() && self.shared.tls.is_some() =>
-                {
+                ("starttls", NS_TLS) if !self.tls && self.user.is_none() => {
                     self.starttls().await?;
                     self.open_stream().await?;
                 }
@@ -376,7 +380,7 @@ impl Conn {
             tokio::io::split(Box::new(tokio::io::empty()) as BoxIo).1,
         );
         let io = r.unsplit(w);
-        let acc = self.shared.tls.clone().ok_or(End::Lost)?;
+        let acc = self.shared.tls.clone();
         let tls = acc.accept(io).await.map_err(|e| {
             tracing::info!("TLS handshake failed: {e}");
             End::Lost
@@ -426,16 +430,7 @@ impl Conn {
                     let ch = Element::new("challenge", NS_SASL).with_text(B64.encode(&out));
                     self.out.push(&ch);
                     self.out.flush().await?;
-                    let resp = loop {
-                        match self.next().await? {
-                            Frame::Stanza(el) => break el,
-                            Frame::Keepalive => continue,
-                            Frame::End => return Err(End::Closed),
-                            Frame::Header(_) => {
-                                return Err(End::Error("bad-format", "unexpected header".into()));
-                            }
-                        }
-                    };
+                    let resp = self.next_stanza().await?;
                     match (resp.name.as_str(), resp.ns.as_str()) {
                         ("response", NS_SASL) => match decode_sasl(&resp.text()) {
                             Ok(i) => input = Some(i.unwrap_or_default()),

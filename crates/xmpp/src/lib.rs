@@ -58,7 +58,7 @@ impl Default for XmppConfig {
 pub(crate) struct Shared {
     router: Router,
     cfg: XmppConfig,
-    tls: Option<TlsAcceptor>,
+    tls: TlsAcceptor,
     sasl: Arc<SASLConfig>,
 }
 
@@ -87,7 +87,7 @@ impl Xmpp {
             shared: Arc::new(Shared {
                 router,
                 cfg,
-                tls: Some(acceptor),
+                tls: acceptor,
                 sasl,
             }),
             cert_path,

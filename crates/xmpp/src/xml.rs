@@ -61,10 +61,6 @@ impl Element {
         }
     }
 
-    pub fn remove_attr(&mut self, k: &str) {
-        self.attrs.retain(|(a, _)| a != k);
-    }
-
     /// Builder: with an attribute (skipped when `None`).
     pub fn with_attr(mut self, k: &str, v: impl AttrValue) -> Self {
         if let Some(v) = v.into_attr() {

@@ -10,11 +10,11 @@ use anyhow::{Context, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
-use quick_xml::events::Event;
+use presenced_xmpp::xml::{Element, Frame, Limits, Node, StreamReader};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 /// Any byte stream: plain TCP or TLS over TCP.
@@ -52,116 +52,64 @@ impl El {
     }
 }
 
-fn local(s: &str) -> String {
-    match s.rfind(':') {
-        Some(i) => s[i + 1..].to_string(),
-        None => s.to_string(),
+impl El {
+    /// The element tree of presenced's own stream reader, in this tool's simpler form
+    /// (namespaces dropped, text concatenated).
+    fn from_element(e: Element) -> El {
+        let text = e.text();
+        let mut children = Vec::new();
+        for c in e.children {
+            if let Node::El(c) = c {
+                children.push(El::from_element(c));
+            }
+        }
+        El {
+            name: e.name,
+            attrs: e.attrs,
+            children,
+            text,
+        }
     }
 }
 
-/// Reads top-level stanzas from an XMPP stream.
-pub struct XmlIn {
-    rd: quick_xml::Reader<BufReader<ReadHalf<BoxIo>>>,
-    buf: Vec<u8>,
-    stack: Vec<El>,
-}
+/// Reads top-level stanzas from an XMPP stream, with presenced's stream reader (the
+/// same restricted-XML parser the server uses; generous limits for a client).
+pub struct XmlIn(Option<StreamReader<ReadHalf<BoxIo>>>);
+
+const CLIENT_LIMITS: Limits = Limits {
+    max_stanza_bytes: 16 << 20,
+    max_depth: 64,
+};
 
 impl XmlIn {
     fn new(r: ReadHalf<BoxIo>) -> Self {
-        let mut rd = quick_xml::Reader::from_reader(BufReader::with_capacity(4096, r));
-        rd.config_mut().check_end_names = false;
-        XmlIn {
-            rd,
-            buf: Vec::with_capacity(1024),
-            stack: Vec::new(),
-        }
+        XmlIn(Some(StreamReader::new(r, CLIENT_LIMITS)))
     }
 
-    fn into_inner(self) -> ReadHalf<BoxIo> {
-        self.rd.into_inner().into_inner()
+    fn into_inner(mut self) -> ReadHalf<BoxIo> {
+        self.take().into_inner()
     }
 
-    fn start(e: &quick_xml::events::BytesStart<'_>) -> El {
-        let mut el = El {
-            name: local(e.name().as_ref()),
-            ..El::default()
-        };
-        for a in e.attributes().flatten() {
-            let k = a.key.as_ref().to_string();
-            let v = a
-                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map(|v| v.into_owned())
-                .unwrap_or_default();
-            el.attrs.push((k, v));
-        }
-        el
+    fn take(&mut self) -> StreamReader<ReadHalf<BoxIo>> {
+        self.0
+            .take()
+            .expect("the reader is only taken to be replaced")
     }
 
-    /// Appends a finished element; returns it when it is a top-level stanza.
-    fn finish(&mut self, el: El) -> Option<El> {
-        match self.stack.last_mut() {
-            Some(parent) => {
-                parent.children.push(el);
-                None
-            }
-            None => Some(el),
-        }
+    /// A new stream starts on the same connection (after SASL): a fresh parser.
+    fn restart(&mut self) {
+        let r = self.take().into_inner();
+        *self = XmlIn::new(r);
     }
 
     /// The next stanza, or None when the server closed the stream.
     pub async fn next(&mut self) -> anyhow::Result<Option<El>> {
+        let r = self.0.as_mut().expect("reader present");
         loop {
-            self.buf.clear();
-            let ev = self.rd.read_event_into_async(&mut self.buf).await?;
-            match ev {
-                Event::Start(e) => {
-                    if self.stack.is_empty() && e.local_name().as_ref() == "stream" {
-                        continue; // stream header (also after a restart)
-                    }
-                    let el = Self::start(&e);
-                    self.stack.push(el);
-                }
-                Event::Empty(e) => {
-                    let el = Self::start(&e);
-                    if let Some(s) = self.finish(el) {
-                        return Ok(Some(s));
-                    }
-                }
-                Event::End(_) => match self.stack.pop() {
-                    None => return Ok(None), // </stream:stream>
-                    Some(el) => {
-                        if let Some(s) = self.finish(el) {
-                            return Ok(Some(s));
-                        }
-                    }
-                },
-                Event::Text(t) => {
-                    if let Some(top) = self.stack.last_mut() {
-                        top.text.push_str(&t.xml10_content());
-                    }
-                }
-                Event::CData(t) => {
-                    if let Some(top) = self.stack.last_mut() {
-                        top.text.push_str(&t.into_inner());
-                    }
-                }
-                Event::GeneralRef(r) => {
-                    if let Some(top) = self.stack.last_mut() {
-                        let c = match r.resolve_char_ref() {
-                            Ok(Some(c)) => c,
-                            _ => match &*r {
-                                "lt" => '<',
-                                "gt" => '>',
-                                "amp" => '&',
-                                "apos" => '\'',
-                                _ => '"',
-                            },
-                        };
-                        top.text.push(c);
-                    }
-                }
-                Event::Eof => return Ok(None),
-                _ => {}
+            match r.next().await.map_err(|e| anyhow!("{e}"))? {
+                Frame::Header(_) | Frame::Keepalive => continue,
+                Frame::Stanza(e) => return Ok(Some(El::from_element(e))),
+                Frame::End => return Ok(None),
             }
         }
     }
@@ -277,6 +225,7 @@ impl Neg {
             .ok_or_else(|| anyhow!("server closed the stream"))
     }
     async fn open(&mut self, domain: &str) -> anyhow::Result<El> {
+        self.rd.restart();
         self.send(&format!(
             "<?xml version='1.0'?><stream:stream to='{}' xmlns='jabber:client' \
              xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
