@@ -14,6 +14,8 @@ STARTTLS, SASL, binding, rosters and presence are slixmpp's own code.
     {"cmd": "roster_get"} / {"cmd": "roster_set", "jid": .., "name": ..}
     {"cmd": "roster_remove", "jid": ..} / {"cmd": "disco_info", "to": ..}
     {"cmd": "raw", "xml": "<message .../>"} / {"cmd": "disconnect"}
+    {"cmd": "connect", ..., "trace": true} also emits {"ev": "stanza", "xml": ..}
+    for every stanza received.
 
 Events: {"ev": "session_start", "jid": ..}, {"ev": "failed_auth"},
 {"ev": "disconnected"}, {"ev": "presence", "from", "type", "show", "status",
@@ -73,6 +75,12 @@ class Agent(slixmpp.ClientXMPP):
         self.add_event_handler("roster_update", self.on_roster_push)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("presence", self.on_presence)
+
+    async def get_dns_records(self, domain, port=None):
+        # Tests connect to explicit addresses: never ask a resolver (no DNS query may
+        # leave the machine).
+        host, explicit_port = self.address
+        return [(domain, host, explicit_port)]
 
     async def on_start(self, _):
         mech = getattr(self.plugin["feature_mechanisms"], "mech", None)
@@ -163,6 +171,20 @@ async def handle(agent_box, cmd):
         agent.ssl_context = ctx
         if cmd.get("mech"):
             agent.plugin["feature_mechanisms"].use_mech = cmd["mech"]
+        if cmd.get("trace"):
+            # Every stanza as it arrived, for checks a library would smooth over.
+            def trace(stanza):
+                x = stanza.xml
+                cond, app, text = error_of(stanza)
+                kids = []
+                for c in x:
+                    kids.append(c.tag)
+                    kids.extend("  " + g.tag for g in c)
+                emit(ev="stanza", name=x.tag.split("}", 1)[-1], type=x.get("type"),
+                     id=x.get("id"), **{"from": x.get("from"), "to": x.get("to")},
+                     children=kids, error=cond, error_app=app, xml=str(stanza))
+                return stanza
+            agent.add_filter("in", trace)
         addr = (cmd.get("host", "127.0.0.1"), int(cmd["port"]))
         if cmd.get("direct_tls"):
             agent.connect(addr, use_ssl=True, force_starttls=False, disable_starttls=True)

@@ -1,6 +1,7 @@
 //! Driving real XMPP clients from the tests: each [`Agent`] is a slixmpp process
-//! (tests/clients/xmpp_agent.py) commanded with JSON lines; its events come back as
-//! JSON lines. Plus [`raw_stream`] for byte-level bad-input checks.
+//! (tests/clients/xmpp_agent.py) or an xmpp.js one ([`Lib`]) commanded with JSON
+//! lines; its events come back as JSON lines. Plus [`raw_stream`] for byte-level
+//! bad-input checks.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,6 +25,47 @@ fn agent_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/xmpp_agent.py")
 }
 
+/// The client library behind an [`Agent`]: both speak the same JSON-lines protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lib {
+    /// slixmpp (Python): tests/clients/xmpp_agent.py.
+    Slixmpp,
+    /// xmpp.js (Node.js): tests/clients/xmppjs/agent.mjs; `PRESENCED_TEST_NODE`
+    /// overrides the `node` binary.
+    XmppJs,
+}
+
+impl Lib {
+    fn command(self) -> Command {
+        match self {
+            Lib::Slixmpp => {
+                let mut c = Command::new(python());
+                c.arg(agent_script());
+                c
+            }
+            Lib::XmppJs => {
+                let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/xmppjs");
+                assert!(
+                    dir.join("node_modules/@xmpp/client").exists(),
+                    "{} has no node_modules: run scripts/setup-test-deps",
+                    dir.display()
+                );
+                let mut c =
+                    Command::new(std::env::var("PRESENCED_TEST_NODE").unwrap_or("node".into()));
+                c.arg(dir.join("agent.mjs"));
+                c
+            }
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Lib::Slixmpp => "is python3-slixmpp installed? scripts/setup-test-deps",
+            Lib::XmppJs => "is node installed? scripts/setup-test-deps",
+        }
+    }
+}
+
 pub fn jid(user: &str) -> String {
     format!("{user}@{DOMAIN}")
 }
@@ -37,19 +79,24 @@ pub struct Agent {
     pending: VecDeque<Value>,
     /// Everything received, for failure messages.
     seen: Vec<Value>,
+    /// The bound full JID, once a session started.
+    pub jid: String,
 }
 
 impl Agent {
     pub fn spawn(name: &str) -> Agent {
-        let mut child = Command::new(python())
-            .arg(agent_script())
+        Self::spawn_lib(Lib::Slixmpp, name)
+    }
+
+    /// Start an agent process of client library `lib`.
+    pub fn spawn_lib(lib: Lib, name: &str) -> Agent {
+        let mut child = lib
+            .command()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect(
-                "spawn the slixmpp agent (is python3-slixmpp installed? scripts/setup-test-deps)",
-            );
+            .unwrap_or_else(|e| panic!("spawn the {lib:?} agent: {e} ({})", lib.hint()));
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = channel();
@@ -70,6 +117,7 @@ impl Agent {
             rx,
             pending: VecDeque::new(),
             seen: Vec::new(),
+            jid: String::new(),
         };
         a.expect("agent ready", Duration::from_secs(20), |e| {
             e["ev"] == "ready"
@@ -79,12 +127,52 @@ impl Agent {
 
     /// Connect `user/resource` to node `node` of the cluster and wait for the session.
     pub fn login(c: &Cluster, node: usize, user: &str, resource: &str, password: &str) -> Agent {
-        let mut a = Agent::spawn(&format!("{user}/{resource}@node{}", node + 1));
+        Self::login_lib(Lib::Slixmpp, c, node, user, resource, password)
+    }
+
+    /// [`Agent::login`] with a client of library `lib`.
+    pub fn login_lib(
+        lib: Lib,
+        c: &Cluster,
+        node: usize,
+        user: &str,
+        resource: &str,
+        password: &str,
+    ) -> Agent {
+        let mut a = Agent::spawn_lib(lib, &format!("{user}/{resource}@node{}", node + 1));
         a.connect(c, node, user, resource, password, json!({}));
-        a.expect("session start", Duration::from_secs(15), |e| {
+        a.expect_session();
+        a
+    }
+
+    /// Wait for the session to start and remember its JID.
+    pub fn expect_session(&mut self) -> Value {
+        let e = self.expect("session start", Duration::from_secs(15), |e| {
             e["ev"] == "session_start"
         });
-        a
+        self.jid = e["jid"].as_str().unwrap_or_default().to_string();
+        e
+    }
+
+    /// Wait until everything `sender` sent before now has reached this client:
+    /// `sender` sends this session a message, and the server keeps one sender's
+    /// stanzas in order on their way (one session queue, one peer link), so when
+    /// it arrives, anything sent earlier that was going to arrive has.
+    pub fn barrier_from(&mut self, sender: &mut Agent) {
+        let token = format!("barrier-{}-{}", sender.name, self.seen.len());
+        sender.send(json!({"cmd": "message", "to": self.jid, "body": token, "type": "chat"}));
+        self.expect_body(&token, Duration::from_secs(10));
+    }
+
+    /// Assert that nothing matching `pred` has arrived (call after a barrier).
+    pub fn assert_none_yet(&mut self, what: &str, pred: impl Fn(&Value) -> bool) {
+        while let Ok(v) = self.rx.try_recv() {
+            self.seen.push(v.clone());
+            self.pending.push_back(v);
+        }
+        if let Some(v) = self.pending.iter().find(|v| pred(v)) {
+            panic!("{}: unexpected {what}: {v}", self.name);
+        }
     }
 
     /// `extra`: more connect options (`mech`, `direct_tls`). An empty resource lets the
@@ -222,14 +310,13 @@ impl Agent {
         })
     }
 
-    /// Wait for the available presence of `from` (a full or bare JID prefix).
+    /// Wait for the available presence of `from`: a full JID exactly, or any resource
+    /// of a bare JID.
     pub fn expect_available(&mut self, from: &str, within: Duration) -> Value {
         let f = from.to_string();
         self.expect(&format!("available presence of {from}"), within, move |e| {
             e["ev"] == "presence"
-                && e["from"]
-                    .as_str()
-                    .is_some_and(|x| x.starts_with(f.as_str()))
+                && e["from"].as_str().is_some_and(|x| from_matches(x, &f))
                 && e["type"] != "unavailable"
                 && e["type"] != "error"
                 && !matches!(
@@ -246,9 +333,7 @@ impl Agent {
             within,
             move |e| {
                 e["ev"] == "presence"
-                    && e["from"]
-                        .as_str()
-                        .is_some_and(|x| x.starts_with(f.as_str()))
+                    && e["from"].as_str().is_some_and(|x| from_matches(x, &f))
                     && e["type"] == "unavailable"
             },
         )
@@ -269,6 +354,16 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Does a stanza's `from` match `want`: the same full JID, or (for a bare `want`)
+/// the bare JID itself or any of its resources? `b@x/r` never matches `b@x/r1`.
+pub fn from_matches(from: &str, want: &str) -> bool {
+    if want.contains('/') {
+        from == want
+    } else {
+        from == want || from.strip_prefix(want).is_some_and(|rest| rest.starts_with('/'))
     }
 }
 

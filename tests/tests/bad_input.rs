@@ -229,6 +229,7 @@ fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
             use presenced_proto::router::Frame;
             use presenced_proto::router::peer_client::PeerClient;
             let frame = |from_node: u64, events: &[u8]| Frame {
+                format: 0,
                 from_node,
                 epoch: 7,
                 events: events.to_vec(),

@@ -526,6 +526,8 @@ fn a_peer_that_falls_silent_is_declared_dead_and_its_sessions_go_unavailable() {
                 );
                 Ok(r)
             });
+            // Written in the previous release's format (no `format` in the envelope):
+            // a node reads a peer one release older.
             let hello = json!([{"e": "hello", "sessions": [{
                 "user": "bob", "resource": "ghost", "sid": 1,
                 "avail": {"show": "away", "status": "behind a partition", "priority": 0}
@@ -535,6 +537,7 @@ fn a_peer_that_falls_silent_is_declared_dead_and_its_sessions_go_unavailable() {
                 from_node: 9,
                 epoch: 1,
                 events: hello.to_string().into_bytes(),
+                format: 0,
             })
             .await
             .unwrap();

@@ -501,7 +501,7 @@ impl ClusterNode {
         }
     }
 
-    pub(crate) fn is_leader(&self) -> bool {
+    pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 

@@ -184,6 +184,12 @@ pub enum Command {
         user: String,
         upto: u64,
     },
+    /// Remove exactly these offline messages of `user` (what was delivered when some
+    /// queued message could not be read: that one stays queued).
+    OfflineAckSeqs {
+        user: String,
+        seqs: Vec<u64>,
+    },
     /// Several commands proposed together (the leader batches concurrent proposals into
     /// one log entry). Each is applied in order with its own outcome; batches do not nest.
     Batch {
@@ -211,6 +217,7 @@ impl Command {
             Command::Revoke { .. } => "revoke",
             Command::OfflineEnqueue { .. } => "offline_enqueue",
             Command::OfflineAck { .. } => "offline_ack",
+            Command::OfflineAckSeqs { .. } => "offline_ack_seqs",
             Command::Batch { .. } => "batch",
         }
     }
@@ -292,6 +299,14 @@ pub enum Event {
         user: String,
         from: String,
     },
+    /// A subscription notice the change implies (RFC 6121 §3): `from` (a bare JID)
+    /// tells `to` (a bare JID, local or in another domain). Derived in `apply`, so
+    /// every node sees it whoever proposed the change.
+    Notice {
+        to: String,
+        from: String,
+        kind: NoticeKind,
+    },
     OfflineQueued {
         user: String,
         seq: u64,
@@ -302,4 +317,19 @@ pub enum Event {
     },
     /// The whole state was replaced by a snapshot; consumers should re-read what they cache.
     StateReplaced,
+}
+
+/// The subscription notices a roster change sends (RFC 6121 §3.1–§3.3, §2.5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// A request to a contact in another domain (local requests are
+    /// `Event::SubscriptionRequested`).
+    Subscribe,
+    /// The sender approved the recipient's subscription.
+    Subscribed,
+    /// The sender stopped watching the recipient.
+    Unsubscribe,
+    /// The sender cancelled or denied the recipient's subscription.
+    Unsubscribed,
 }

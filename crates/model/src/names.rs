@@ -1,5 +1,5 @@
-//! User names, JIDs and roster labels: normalisation (on the proposer, with the `jid`
-//! crate's stringprep) and the cheap validation that `apply` repeats.
+//! User names, JIDs and roster labels: normalisation (on the proposer, with
+//! stringprep's nodeprep and nameprep) and the cheap validation that `apply` repeats.
 
 use std::collections::BTreeSet;
 
@@ -10,44 +10,56 @@ const MAX_PART: usize = 1023;
 const MAX_LABEL: usize = 1024;
 const MAX_GROUPS: usize = 64;
 
-/// Normalise a user name typed by an operator or a client (`Alice` -> `alice`).
+/// Normalise a user name typed by an operator or a client (`Alice` -> `alice`):
+/// nodeprep (RFC 6122 appendix A), as XMPP local parts are compared.
 pub fn normalize_user(user: &str, domain: &str) -> Result<String, Refusal> {
-    let jid = jid::BareJid::new(&format!("{}@{domain}", user.trim()))
-        .map_err(|e| Refusal::BadValue(format!("user name {user:?}: {e}")))?;
-    let node = jid
-        .node()
-        .ok_or_else(|| Refusal::BadValue(format!("user name {user:?} is empty")))?;
-    Ok(node.as_str().to_string())
+    let _ = domain;
+    let u = user.trim();
+    let bad = |why: &str| Refusal::BadValue(format!("user name {user:?}: {why}"));
+    if u.is_empty() {
+        return Err(bad("empty"));
+    }
+    let node = stringprep::nodeprep(u).map_err(|_| bad("not a valid local part"))?;
+    if node.is_empty() || node.len() > MAX_PART {
+        return Err(bad("empty or longer than 1023 bytes"));
+    }
+    Ok(node.into_owned())
 }
 
 /// Normalise a contact: a bare JID, or a bare user name meaning `name@domain`.
 pub fn normalize_contact(contact: &str, domain: &str) -> Result<String, Refusal> {
     let c = contact.trim();
-    let full = if c.contains('@') {
-        c.to_string()
-    } else {
-        format!("{c}@{domain}")
+    let bad = |why: &str| Refusal::BadValue(format!("contact {contact:?}: {why}"));
+    let (node, dom) = match c.split_once('@') {
+        Some((n, d)) => (n, d),
+        None => (c, domain),
     };
-    let jid = jid::BareJid::new(&full)
-        .map_err(|e| Refusal::BadValue(format!("contact {contact:?}: {e}")))?;
-    if jid.node().is_none() {
-        return Err(Refusal::BadValue(format!(
-            "contact {contact:?} has no user part"
-        )));
+    if node.is_empty() {
+        return Err(bad("has no user part"));
     }
-    Ok(jid.to_string())
+    if dom.contains('/') || dom.contains('@') {
+        return Err(bad("not a bare JID"));
+    }
+    let node = normalize_user(node, domain).map_err(|_| bad("not a valid local part"))?;
+    let dom = normalize_domain(dom).map_err(|_| bad("not a valid domain"))?;
+    Ok(format!("{node}@{dom}"))
 }
 
-/// Normalise a domain name (`Example.TEST` -> `example.test`).
+/// Normalise a domain name (`Example.TEST` -> `example.test`): nameprep, no trailing dot.
 pub fn normalize_domain(domain: &str) -> Result<String, Refusal> {
-    let jid = jid::BareJid::new(domain.trim())
-        .map_err(|e| Refusal::BadValue(format!("domain {domain:?}: {e}")))?;
-    if jid.node().is_some() {
-        return Err(Refusal::BadValue(format!(
-            "domain {domain:?} must not contain '@'"
-        )));
+    let d = domain.trim().trim_end_matches('.');
+    let bad = |why: &str| Refusal::BadValue(format!("domain {domain:?}: {why}"));
+    if d.contains('@') {
+        return Err(bad("must not contain '@'"));
     }
-    Ok(jid.to_string())
+    if d.is_empty() || d.contains('/') {
+        return Err(bad("not a domain name"));
+    }
+    let d = stringprep::nameprep(d).map_err(|_| bad("not a valid domain name"))?;
+    if d.len() > MAX_PART || d.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("not a valid domain name"));
+    }
+    Ok(d.to_lowercase())
 }
 
 fn plain(s: &str) -> bool {

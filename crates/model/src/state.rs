@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::names;
 use crate::roster::{Roster, RosterItem, Subscription};
 use crate::settings::{Limit, Override, PolicyKey, Settings};
-use crate::{Command, Credentials, Event, NewContact, Outcome, Refusal, RefusedContact, Reply};
+use crate::{
+    Command, Credentials, Event, NewContact, NoticeKind, Outcome, Refusal, RefusedContact, Reply,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -197,7 +199,17 @@ impl State {
         (Some(domain) == self.meta.domain.as_deref()).then_some(node)
     }
 
-    fn jid_of(&self, user: &str) -> String {
+    /// The local users whose roster lists `user` (the reverse of the rosters).
+    pub fn listed_by(&self, user: &str) -> impl Iterator<Item = &str> {
+        self.listed_by
+            .get(user)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    /// The bare JID of a local user.
+    pub fn jid_of(&self, user: &str) -> String {
         format!("{user}@{}", self.meta.domain.as_deref().unwrap_or_default())
     }
 
@@ -348,9 +360,18 @@ impl State {
                 if !self.users[user].roster.items.contains_key(contact) {
                     return Err(Refusal::NotInRoster(contact.clone(), user.clone()));
                 }
+                let me = self.jid_of(user);
+                let item = self.users[user].roster.items[contact].clone();
+                let pending_in = self.users[user].roster.pending_in.contains(contact);
+                // RFC 6121 §2.5.2: the contact learns both directions ended.
+                if item.subscription.sees_contact() || item.ask {
+                    notice(ev, contact, &me, NoticeKind::Unsubscribe);
+                }
+                if item.subscription.contact_watches() || pending_in {
+                    notice(ev, contact, &me, NoticeKind::Unsubscribed);
+                }
                 self.remove_item(user, contact, ev);
                 self.remove_pending(user, contact);
-                let me = self.jid_of(user);
                 if let Some(c) = self.local_user(contact).map(str::to_string)
                     && self.users.contains_key(&c)
                 {
@@ -373,6 +394,11 @@ impl State {
                 self.require_domain()?;
                 self.existing(user)?;
                 let me = self.jid_of(user);
+                if let Some(i) = self.users[user].roster.items.get(contact)
+                    && (i.subscription.sees_contact() || i.ask)
+                {
+                    notice(ev, contact, &me, NoticeKind::Unsubscribe);
+                }
                 if self.users[user].roster.items.contains_key(contact) {
                     self.edit_item(user, contact, ev, |i| {
                         i.subscription = i.subscription.without_to();
@@ -391,6 +417,14 @@ impl State {
                 self.require_domain()?;
                 self.existing(user)?;
                 let me = self.jid_of(user);
+                let watched = self.users[user]
+                    .roster
+                    .items
+                    .get(watcher)
+                    .is_some_and(|i| i.subscription.contact_watches());
+                if watched || self.users[user].roster.pending_in.contains(watcher) {
+                    notice(ev, watcher, &me, NoticeKind::Unsubscribed);
+                }
                 self.remove_pending(user, watcher);
                 if self.users[user].roster.items.contains_key(watcher) {
                     self.edit_item(user, watcher, ev, |i| {
@@ -442,6 +476,23 @@ impl State {
                     ev.push(Event::OfflineAcked {
                         user: user.clone(),
                         upto: *upto,
+                    });
+                }
+                Ok(Reply::Done)
+            }
+            Command::OfflineAckSeqs { user, seqs } => {
+                let q = &mut self.existing(user)?.offline;
+                let gone: Vec<u64> = seqs
+                    .iter()
+                    .copied()
+                    .filter(|s| q.messages.remove(s).is_some())
+                    .collect();
+                self.dirty
+                    .extend(gone.iter().map(|s| Key::Offline(user.clone(), *s)));
+                if let Some(&upto) = gone.iter().max() {
+                    ev.push(Event::OfflineAcked {
+                        user: user.clone(),
+                        upto,
                     });
                 }
                 Ok(Reply::Done)
@@ -545,6 +596,14 @@ impl State {
         };
         match &local {
             Some(c) => {
+                let saw = self.users[&e.user]
+                    .roster
+                    .items
+                    .get(&e.contact)
+                    .is_some_and(|i| i.subscription.sees_contact());
+                if !saw {
+                    notice(ev, &me, &e.contact, NoticeKind::Subscribed);
+                }
                 self.edit_item(&e.user, &e.contact, ev, |i| {
                     apply_labels(i);
                     i.subscription = i.subscription.with_to();
@@ -556,6 +615,14 @@ impl State {
             None => {
                 // A contact in another domain must approve through federation: the
                 // request stays pending out until it answers.
+                if !self.users[&e.user]
+                    .roster
+                    .items
+                    .get(&e.contact)
+                    .is_some_and(|i| i.subscription.sees_contact())
+                {
+                    notice(ev, &e.contact, &me, NoticeKind::Subscribe);
+                }
                 self.edit_item(&e.user, &e.contact, ev, |i| {
                     apply_labels(i);
                     if !i.subscription.sees_contact() {
@@ -576,11 +643,14 @@ impl State {
             .get(contact)
             .is_some_and(|i| i.subscription.sees_contact())
         {
+            // RFC 6121 §3.1.3: already approved; the contact's server says so again.
+            notice(ev, &self.jid_of(user), contact, NoticeKind::Subscribed);
             return Ok(Reply::Subscription { approved: true });
         }
         self.check_room_to_add(user, contact)?;
         let me = self.jid_of(user);
         let Some(c) = self.local_user(contact).map(str::to_string) else {
+            notice(ev, contact, &me, NoticeKind::Subscribe);
             self.edit_item(user, contact, ev, |i| i.ask = true);
             return Ok(Reply::Subscription { approved: false });
         };
@@ -609,6 +679,14 @@ impl State {
             return Err(Refusal::ContactListFull(me, limit.to_string()));
         }
         self.check_room_to_watch(owner, watcher)?;
+        let watched = self.users[owner]
+            .roster
+            .items
+            .get(watcher)
+            .is_some_and(|i| i.subscription.contact_watches());
+        if !watched {
+            notice(ev, watcher, &me, NoticeKind::Subscribed);
+        }
         self.remove_pending(owner, watcher);
         self.edit_item(owner, watcher, ev, |i| {
             i.subscription = i.subscription.with_from()
@@ -952,4 +1030,12 @@ impl State {
 /// A record's value: serializing these plain data types cannot fail.
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("serializable")
+}
+
+fn notice(ev: &mut Vec<Event>, to: &str, from: &str, kind: NoticeKind) {
+    ev.push(Event::Notice {
+        to: to.to_string(),
+        from: from.to_string(),
+        kind,
+    });
 }

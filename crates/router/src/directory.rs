@@ -13,8 +13,8 @@ pub(crate) struct Local {
     pub tx: crate::queue::Sender<Delivery>,
     /// The client asked for its roster (it gets roster pushes).
     pub roster: bool,
-    /// JIDs this session sent directed available presence to.
-    pub directed: BTreeSet<String>,
+    /// Addresses this session sent directed available presence to.
+    pub directed: BTreeSet<crate::Address>,
 }
 
 impl Local {

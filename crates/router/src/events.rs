@@ -2,10 +2,12 @@
 //! its own sessions must see (roster pushes, subscription requests, presence that
 //! became visible or invisible, offline messages that arrived while a login raced).
 
-use presenced_model::{Event, PolicyKey};
+use presenced_model::{Event, NoticeKind, PolicyKey};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::directory::{Entry, Local};
+use presenced_policy::{Context, Seen, visibility};
+
 use crate::{Delivery, Router, SubscriptionKind, View};
 
 pub(crate) fn spawn(router: Router) {
@@ -26,7 +28,7 @@ pub(crate) fn spawn(router: Router) {
 }
 
 impl Router {
-    fn on_cluster_event(&self, ev: Event) {
+    pub(crate) fn on_cluster_event(&self, ev: Event) {
         match ev {
             Event::SettingChanged { key, .. } if key == "presence.availability_sharing" => {
                 self.refresh_visibility(None)
@@ -43,27 +45,34 @@ impl Router {
                 version,
             } => {
                 let jid = item.jid.clone();
-                let sees = item.subscription.sees_contact();
                 // A pending request never showed the contact: nothing to take back.
-                let pending = !sees && item.ask;
+                let pending = !item.subscription.sees_contact() && item.ask;
                 self.roster_push(&user, &jid, Some(Box::new(item)), version);
                 if !pending {
-                    self.contact_view_changed(&user, &jid, sees);
+                    self.contact_view_changed(&user, &jid);
                 }
             }
             Event::RosterItemRemoved { user, jid, version } => {
                 self.roster_push(&user, &jid, None, version);
-                self.contact_view_changed(&user, &jid, false);
+                self.contact_view_changed(&user, &jid);
             }
             Event::SubscriptionRequested { user, from } => {
-                self.to_local(
-                    &user,
-                    |e, _| e.avail.is_some(),
-                    || Delivery::Subscription {
-                        from: from.clone(),
-                        kind: SubscriptionKind::Subscribe,
-                    },
-                );
+                self.notify(&user, &from, SubscriptionKind::Subscribe);
+            }
+            Event::Notice { to, from, kind } => {
+                let kind = match kind {
+                    NoticeKind::Subscribe => SubscriptionKind::Subscribe,
+                    NoticeKind::Subscribed => SubscriptionKind::Subscribed,
+                    NoticeKind::Unsubscribe => SubscriptionKind::Unsubscribe,
+                    NoticeKind::Unsubscribed => SubscriptionKind::Unsubscribed,
+                };
+                match self.read(|s| s.local_user(&to).map(str::to_string)) {
+                    Some(user) => self.notify(&user, &from, kind),
+                    // Every node applies the log; the leader alone hands a notice to
+                    // another domain, so it leaves once.
+                    None if self.inner.node.is_leader() => self.notice_out(&from, &to),
+                    None => {}
+                }
             }
             Event::OfflineQueued { user, .. } => {
                 // A message stored while a login of the user raced it: the node holding the
@@ -72,7 +81,7 @@ impl Router {
                     let dir = self.inner.dir.lock();
                     dir.sessions(&user).and_then(|m| {
                         m.iter()
-                            .filter(|(_, e)| e.avail.as_ref().is_some_and(|a| a.priority >= 0))
+                            .filter(|(_, e)| e.avail.as_ref().is_some_and(|a| a.preference >= 0))
                             .min_by_key(|(r, e)| (e.node, (*r).clone()))
                             .filter(|(_, e)| e.local.is_some())
                             .map(|(r, _)| r.clone())
@@ -96,7 +105,7 @@ impl Router {
         }
     }
 
-    fn roster_push(
+    pub(crate) fn roster_push(
         &self,
         user: &str,
         jid: &str,
@@ -115,7 +124,7 @@ impl Router {
     }
 
     /// Hand a delivery to each of `user`'s sessions on this node that `pick` selects.
-    fn to_local(
+    pub(crate) fn to_local(
         &self,
         user: &str,
         pick: impl Fn(&Entry, &Local) -> bool,
@@ -129,9 +138,23 @@ impl Router {
         }
     }
 
-    /// `user`'s subscription to `jid` changed: show the contact's sessions to the user's
-    /// local available sessions, or take them back ("unavailable").
-    fn contact_view_changed(&self, user: &str, jid: &str, sees: bool) {
+    /// A subscription notice for `user`'s available sessions here (RFC 6121 §3:
+    /// inbound subscription stanzas go to every available resource).
+    pub(crate) fn notify(&self, user: &str, from: &str, kind: SubscriptionKind) {
+        let from = self.addr_of_jid(from);
+        self.to_local(
+            user,
+            |e, _| e.avail.is_some(),
+            || Delivery::Subscription {
+                from: from.clone(),
+                kind,
+            },
+        );
+    }
+
+    /// `user`'s item for `jid` changed: show the contact's sessions to the user's
+    /// local available sessions as policy now decides, or take them back.
+    pub(crate) fn contact_view_changed(&self, user: &str, jid: &str) {
         let Some(contact) = self.read(|s| s.local_user(jid).map(str::to_string)) else {
             return;
         };
@@ -139,10 +162,15 @@ impl Router {
         let Some(mine) = dir.sessions(user) else {
             return;
         };
-        let view = if sees { View::Initial } else { View::Retract };
         self.inner.node.read(|state| {
+            let seen = visibility(state, &contact, &state.jid_of(user), Context::default());
+            let view = if seen == Seen::Nothing {
+                View::Retract
+            } else {
+                View::Initial
+            };
             for (vr, _, _) in mine.local_available() {
-                self.show_owner_to(&dir, state, &contact, user, vr, view);
+                self.show_owner_to(&dir, &contact, seen, user, vr, view);
             }
         });
     }

@@ -45,6 +45,9 @@ pub enum PeerEvent {
         user: String,
         resource: String,
         avail: Option<Availability>,
+        /// The note of an unavailable presence (RFC 6121 §4.5.2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     Down {
         user: String,
@@ -151,7 +154,8 @@ fn frame(me: NodeId, epoch: u64, events: &[PeerEvent]) -> Frame {
     Frame {
         from_node: me,
         epoch,
-        events: serde_json::to_vec(events).unwrap_or_default(),
+        events: crate::wire::encode(events),
+        format: crate::wire::FORMAT,
     }
 }
 
@@ -262,7 +266,7 @@ impl Peer for PeerService {
                     "frame from an unexpected node or epoch",
                 ));
             }
-            let events: Vec<PeerEvent> = match serde_json::from_slice(&f.events) {
+            let events = match crate::wire::decode(f.format, router.domains(), &f.events) {
                 Ok(e) => e,
                 Err(e) => break Err(Status::invalid_argument(format!("undecodable frame: {e}"))),
             };

@@ -1,56 +1,97 @@
-//! The router's protocol-neutral vocabulary: what adapters hand in and what sessions get.
+//! The router's protocol-neutral vocabulary: what adapters hand in and what sessions
+//! get. `docs/protocol.md` maps each type onto XMPP and SIP.
 
 use presenced_model::{Refusal, RosterItem};
 use serde::{Deserialize, Serialize};
 
-/// The `show` part of an availability (RFC 6121 §4.7.2.1; "online" is no `show`).
+pub use crate::address::{Address, LocalAddress, RemoteAddress};
+
+/// What an available endpoint is doing. XMPP `<show/>` and SIP PIDF/RPID (RFC 3863,
+/// RFC 4480) both map onto it; the table is in `docs/protocol.md`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Show {
+pub enum Activity {
+    /// Available, nothing more said (XMPP: no `<show/>`; PIDF: basic open).
     #[default]
-    Online,
-    Chat,
+    Available,
+    /// Actively interested in chatting (XMPP `chat`).
+    Chatty,
+    /// Temporarily away (XMPP `away`; RPID `away`).
     Away,
-    Xa,
-    Dnd,
+    /// Away for a long time (XMPP `xa`; RPID `away` with `extended-away` note class).
+    ExtendedAway,
+    /// Do not disturb (XMPP `dnd`; RPID `busy`).
+    Busy,
+    /// On a call (RPID `on-the-phone`; XMPP `away` with the activity kept here).
+    OnThePhone,
+    /// In a meeting (RPID `meeting`; XMPP `away`).
+    InMeeting,
 }
 
-impl Show {
-    pub fn parse(s: &str) -> Option<Show> {
-        Some(match s {
-            "chat" => Show::Chat,
-            "away" => Show::Away,
-            "xa" => Show::Xa,
-            "dnd" => Show::Dnd,
-            _ => return None,
-        })
-    }
-    /// The XMPP `<show/>` value, `None` for plain online.
-    pub fn as_xmpp(self) -> Option<&'static str> {
+/// An opaque payload of the originating protocol that the core carries unchanged
+/// (RFC 6120 §8.4: extended content is passed on): chat states, receipts, entity caps,
+/// avatars, end-to-end encryption. The adapter of that protocol re-emits it; others
+/// ignore it or map what they understand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    pub format: ExtensionFormat,
+    /// What the payload is (for XML: its namespace), so adapters can pick or drop it
+    /// without parsing.
+    pub key: String,
+    /// The payload, complete and self-contained (for XML: one serialised element with
+    /// its namespace declared).
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtensionFormat {
+    /// One XML element (XMPP).
+    Xml,
+}
+
+/// An available endpoint's presence.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Availability {
+    pub activity: Activity,
+    /// Free text (XMPP `<status/>`, PIDF `<note/>`).
+    pub note: Option<String>,
+    /// Delivery preference for forking, -128..=127: XMPP priority as is, SIP q-value
+    /// scaled (q × 127). Negative: never gets messages addressed to the bare user.
+    pub preference: i8,
+    /// Availability-bearing extensions (caps, avatar hash, ...): shown only to viewers
+    /// who may see the availability itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<Extension>,
+}
+
+/// What a client announces (broadcast or directed presence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    Available(Availability),
+    /// Going offline, optionally saying why (RFC 6121 §4.5.2 `<status/>`).
+    Unavailable { note: Option<String> },
+}
+
+impl Presence {
+    pub fn availability(&self) -> Option<&Availability> {
         match self {
-            Show::Online => None,
-            Show::Chat => Some("chat"),
-            Show::Away => Some("away"),
-            Show::Xa => Some("xa"),
-            Show::Dnd => Some("dnd"),
+            Presence::Available(a) => Some(a),
+            Presence::Unavailable { .. } => None,
         }
     }
 }
 
-/// An available session's presence.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Availability {
-    pub show: Show,
-    pub status: Option<String>,
-    pub priority: i8,
-}
-
-/// A presence as delivered to a session: available with details, or unavailable.
+/// A presence as delivered to a session: the policy's verdict made concrete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceState {
     Available(Availability),
-    Unavailable,
+    /// Offline, or not shared with this viewer (then without a note).
+    Unavailable { note: Option<String> },
+    /// Neither available nor unavailable can be said (a chat-room occupant whose
+    /// availability is not shared).
+    Unknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,34 +125,23 @@ pub enum MessageKind {
     Error,
 }
 
-impl MessageKind {
-    pub fn parse(s: &str) -> Option<MessageKind> {
-        Some(match s {
-            "chat" => MessageKind::Chat,
-            "normal" => MessageKind::Normal,
-            "headline" => MessageKind::Headline,
-            "groupchat" => MessageKind::Groupchat,
-            "error" => MessageKind::Error,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageKind::Chat => "chat",
-            MessageKind::Normal => "normal",
-            MessageKind::Headline => "headline",
-            MessageKind::Groupchat => "groupchat",
-            MessageKind::Error => "error",
-        }
-    }
+/// How a broadcast recipient was named (XEP-0033 to/cc/bcc; SIP has only "to").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientKind {
+    To,
+    Cc,
+    /// Not shown to the other recipients.
+    Bcc,
+    /// Any other kind (replyto, noreply, ...): carried, never delivered to.
+    Other(String),
 }
 
-/// One XEP-0033 address.
+/// One entry of a message's recipient list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Address {
-    /// to, cc, bcc, replyto, ...
-    pub kind: String,
-    pub jid: String,
+pub struct Recipient {
+    pub kind: RecipientKind,
+    pub address: Address,
     /// Set by the server on the copies it delivers (XEP-0033 §4.6).
     pub delivered: bool,
 }
@@ -120,41 +150,97 @@ pub struct Address {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delay {
     pub stamp_ms: u64,
-    /// The JID of the entity that delayed it (the server's domain).
-    pub from: String,
 }
 
+pub const TEXT_PLAIN: &str = "text/plain";
+
 /// A one-to-one (or broadcast copy of a) message, neutral form.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// Full JID of the sender; stamped by the router, never taken from the client.
-    pub from: String,
-    /// As addressed by the sender (full or bare JID).
-    pub to: String,
+    /// The sending endpoint; stamped by the router, never taken from the client.
+    pub from: Address,
+    /// As addressed by the sender.
+    pub to: Address,
     pub id: Option<String>,
     pub kind: MessageKind,
+    /// MIME type of `body` (`text/plain` unless an adapter says otherwise).
+    pub content_type: String,
     pub body: Option<String>,
     pub subject: Option<String>,
     pub thread: Option<String>,
-    pub addresses: Vec<Address>,
+    /// Broadcast recipients (XEP-0033), empty for one-to-one.
+    pub recipients: Vec<Recipient>,
     pub delay: Option<Delay>,
-    /// Ask clients not to store the message (XEP-0334), when history logging is off.
+    /// Ask clients not to store the message (history logging is off).
     pub no_store: bool,
+    pub extensions: Vec<Extension>,
+}
+
+impl Message {
+    pub fn new(to: Address) -> Message {
+        Message {
+            from: Address::Server,
+            to,
+            id: None,
+            kind: MessageKind::Normal,
+            content_type: TEXT_PLAIN.to_string(),
+            body: None,
+            subject: None,
+            thread: None,
+            recipients: Vec::new(),
+            delay: None,
+            no_store: false,
+            extensions: Vec::new(),
+        }
+    }
+
+    /// Worth keeping for later when nobody can take it now: text, not only
+    /// notifications (chat states, receipts).
+    pub fn has_content(&self) -> bool {
+        self.body.is_some() || self.subject.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryKind {
+    Get,
+    Set,
+    Result,
+    Error,
+}
+
+impl QueryKind {
+    pub fn is_request(self) -> bool {
+        matches!(self, QueryKind::Get | QueryKind::Set)
+    }
+}
+
+/// A request/response exchanged between two endpoints (XMPP `<iq/>` between clients:
+/// ping, disco, version, Jingle, file transfer). The payload is opaque to the core.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    pub from: Address,
+    pub to: Address,
+    pub id: String,
+    pub kind: QueryKind,
+    pub payload: Vec<Extension>,
 }
 
 /// What the router hands a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "d", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Delivery {
     Presence {
-        from: String,
+        from: Address,
         state: PresenceState,
     },
     Subscription {
-        from: String,
+        from: Address,
         kind: SubscriptionKind,
     },
     Message(Box<Message>),
+    Query(Box<Query>),
     /// A roster change; `item` is `None` when `jid` was removed.
     RosterPush {
         jid: String,
@@ -175,10 +261,17 @@ pub enum Delivery {
 pub enum RouteError {
     #[error("bad address {0}")]
     BadAddress(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("not acceptable: {0}")]
+    NotAcceptable(String),
     #[error("instant messaging is disabled on this cluster")]
     ImDisabled,
     #[error("no such user {0}")]
     NoSuchUser(String),
+    /// Nobody can take it (RFC 6121 §8.5: no such resource, groupchat to a bare JID).
+    #[error("{0}")]
+    NotDeliverable(String),
     #[error("{0} is not served by this cluster and federation is not configured")]
     RemoteDomain(String),
     #[error("the recipient is offline and the message could not be stored: {0}")]

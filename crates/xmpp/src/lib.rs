@@ -5,7 +5,7 @@
 //! stanza. One task per connection owns the write side and the session; one more task
 //! owns the (not cancel-safe) XML reader.
 
-mod conn;
+mod c2s;
 mod sasl;
 mod tls;
 pub mod xml;
@@ -19,7 +19,7 @@ use rsasl::prelude::SASLConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use conn::{NS_ERRORS, NS_POLICY_FORM};
+pub use c2s::{NS_ERRORS, NS_POLICY_FORM};
 pub use tls::CertSource;
 
 /// Adapter settings (from the node's `[xmpp]` configuration).
@@ -109,7 +109,7 @@ impl Xmpp {
             };
             let _ = tcp.set_nodelay(true);
             let shared = self.shared.clone();
-            tokio::spawn(conn::handle(tcp, peer, shared, direct_tls));
+            tokio::spawn(c2s::handle(tcp, peer, shared, direct_tls));
         }
     }
 }

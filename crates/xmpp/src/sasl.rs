@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use presenced_model::credentials::ScramKeys;
-use presenced_router::Router;
+use presenced_router::ScramKeys;
+use presenced_router::{Router, ScramHash};
 use rsasl::callback::{Context, Request, SessionCallback, SessionData};
 use rsasl::mechanisms::scram::properties::ScramStoredPassword;
 use rsasl::prelude::{SASLConfig, SessionError};
@@ -33,19 +33,16 @@ struct Accounts {
 
 impl Accounts {
     fn user(&self, authid: &str) -> Option<String> {
-        presenced_model::names::normalize_user(authid, self.router.domain()).ok()
+        self.router.auth_user(authid)
     }
 
     fn keys(&self, user: &str, sha256: bool) -> Option<ScramKeys> {
-        self.router.read(|s| {
-            s.user(user).map(|u| {
-                if sha256 {
-                    u.account.credentials.scram_sha256.clone()
-                } else {
-                    u.account.credentials.scram_sha1.clone()
-                }
-            })
-        })
+        let hash = if sha256 {
+            ScramHash::Sha256
+        } else {
+            ScramHash::Sha1
+        };
+        self.router.scram_keys(user, hash)
     }
 }
 
@@ -102,11 +99,7 @@ impl SessionCallback for Accounts {
         if sd.mechanism().mechanism.as_str() == PLAIN {
             let pw = ctx.get_ref::<Password>().unwrap_or_default();
             let pw = String::from_utf8_lossy(pw);
-            let ok = self.router.read(|s| {
-                s.user(&user)
-                    .is_some_and(|u| u.account.credentials.verify_password(&pw))
-            });
-            if !ok {
+            if !self.router.verify_password(&user, &pw) {
                 return Ok(());
             }
         }

@@ -25,6 +25,10 @@ pub const NS_CLIENT: &str = "jabber:client";
 pub enum Node {
     El(Element),
     Text(String),
+    /// A complete, namespace-declared element already serialised (an extension the
+    /// core carried opaquely); written verbatim. Only [`check_fragment`]ed text goes
+    /// here.
+    Raw(String),
 }
 
 /// An XML element: local name, namespace, attributes (qualified names as written) and
@@ -86,7 +90,7 @@ impl Element {
     pub fn elements(&self) -> impl Iterator<Item = &Element> {
         self.children.iter().filter_map(|c| match c {
             Node::El(e) => Some(e),
-            Node::Text(_) => None,
+            Node::Text(_) | Node::Raw(_) => None,
         })
     }
 
@@ -133,11 +137,45 @@ impl Element {
             match c {
                 Node::El(e) => e.write_to(out, &self.ns),
                 Node::Text(t) => escape_into(out, t),
+                Node::Raw(r) => out.push_str(r),
             }
         }
         out.push_str("</");
         out.push_str(&self.name);
         out.push('>');
+    }
+
+    /// Serialise standing alone (its namespace declared), dropping attributes whose
+    /// prefix would need a declaration this element does not carry: what the core
+    /// stores and relays as an opaque extension.
+    pub fn to_fragment(&self) -> String {
+        fn clean(e: &Element) -> Element {
+            Element {
+                name: e.name.clone(),
+                ns: e.ns.clone(),
+                attrs: e
+                    .attrs
+                    .iter()
+                    .filter(|(k, _)| !k.contains(':') || k.starts_with("xml:"))
+                    .cloned()
+                    .collect(),
+                children: e
+                    .children
+                    .iter()
+                    .map(|c| match c {
+                        Node::El(x) => Node::El(clean(x)),
+                        other => other.clone(),
+                    })
+                    .collect(),
+            }
+        }
+        let mut s = String::with_capacity(64);
+        clean(self).write_to(&mut s, "");
+        s
+    }
+
+    pub fn push_raw(&mut self, xml: String) {
+        self.children.push(Node::Raw(xml));
     }
 
     /// Serialise as a stanza of a `jabber:client` stream.
@@ -219,14 +257,101 @@ pub enum XmlError {
 }
 
 impl XmlError {
-    pub fn condition(&self) -> &'static str {
+    pub fn condition(&self) -> StreamError {
         match self {
-            XmlError::Restricted(_) => "restricted-xml",
-            XmlError::PolicyViolation(_) => "policy-violation",
-            XmlError::NotWellFormed(_) => "not-well-formed",
-            XmlError::InvalidNamespace(_) => "invalid-namespace",
-            XmlError::BadFormat(_) => "bad-format",
-            XmlError::Io(_) => "connection-timeout",
+            XmlError::Restricted(_) => StreamError::RestrictedXml,
+            XmlError::PolicyViolation(_) => StreamError::PolicyViolation,
+            XmlError::NotWellFormed(_) => StreamError::NotWellFormed,
+            XmlError::InvalidNamespace(_) => StreamError::InvalidNamespace,
+            XmlError::BadFormat(_) => StreamError::BadFormat,
+            XmlError::Io(_) => StreamError::ConnectionTimeout,
+        }
+    }
+}
+
+/// Stream error conditions (RFC 6120 §4.9.3) the server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamError {
+    BadFormat,
+    Conflict,
+    ConnectionTimeout,
+    HostUnknown,
+    InvalidFrom,
+    InvalidNamespace,
+    NotAuthorized,
+    NotWellFormed,
+    PolicyViolation,
+    RestrictedXml,
+    SystemShutdown,
+    UnsupportedStanzaType,
+    UnsupportedVersion,
+}
+
+impl StreamError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamError::BadFormat => "bad-format",
+            StreamError::Conflict => "conflict",
+            StreamError::ConnectionTimeout => "connection-timeout",
+            StreamError::HostUnknown => "host-unknown",
+            StreamError::InvalidFrom => "invalid-from",
+            StreamError::InvalidNamespace => "invalid-namespace",
+            StreamError::NotAuthorized => "not-authorized",
+            StreamError::NotWellFormed => "not-well-formed",
+            StreamError::PolicyViolation => "policy-violation",
+            StreamError::RestrictedXml => "restricted-xml",
+            StreamError::SystemShutdown => "system-shutdown",
+            StreamError::UnsupportedStanzaType => "unsupported-stanza-type",
+            StreamError::UnsupportedVersion => "unsupported-version",
+        }
+    }
+}
+
+/// Is `s` exactly one well-formed XML element with no DTD, comments or processing
+/// instructions (what an opaque extension must be before it is written verbatim)?
+pub fn check_fragment(s: &str) -> bool {
+    let mut r = quick_xml::Reader::from_str(s);
+    let mut depth = 0usize;
+    let mut roots = 0usize;
+    loop {
+        match r.read_event() {
+            Ok(Event::Start(_)) => {
+                if depth == 0 {
+                    roots += 1;
+                }
+                depth += 1;
+            }
+            Ok(Event::Empty(_)) => {
+                if depth == 0 {
+                    roots += 1;
+                }
+            }
+            Ok(Event::End(_)) => {
+                if depth == 0 {
+                    return false;
+                }
+                depth -= 1;
+            }
+            Ok(Event::Text(t)) => {
+                if depth == 0 && !AsRef::<str>::as_ref(&t).trim().is_empty() {
+                    return false;
+                }
+            }
+            Ok(Event::GeneralRef(g)) => {
+                let name: &str = g.as_ref();
+                let known = matches!(name, "lt" | "gt" | "amp" | "apos" | "quot")
+                    || name.starts_with('#');
+                if depth == 0 || !known {
+                    return false;
+                }
+            }
+            Ok(Event::CData(_)) => {
+                if depth == 0 {
+                    return false;
+                }
+            }
+            Ok(Event::Eof) => return depth == 0 && roots == 1,
+            Ok(_) | Err(_) => return false,
         }
     }
 }
@@ -518,7 +643,7 @@ mod tests {
                     break;
                 }
                 Err(e) => {
-                    out.push(Err(e.condition().to_string()));
+                    out.push(Err(e.condition().as_str().to_string()));
                     break;
                 }
             }

@@ -1,0 +1,208 @@
+//! One client connection: stream negotiation (STARTTLS, SASL, resource binding), then
+//! the session loop translating stanzas to router calls and deliveries to stanzas.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use presenced_router::{Refusal, RefusalClass, RosterItem};
+use presenced_router::queue::{self, Receiver};
+use presenced_router::{
+    Address, Availability, Delivery, Message, MessageKind, PresenceState, RouteError, Session,
+};
+use rsasl::mechname::Mechname;
+use rsasl::prelude::SASLServer;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::xml::{Element, Frame, NS_CLIENT, StreamError, StreamReader, XmlError, escape_into};
+use crate::{Shared, sasl};
+
+mod addr;
+mod auth;
+mod bind;
+mod disco;
+mod errors;
+mod iq;
+mod message;
+mod ns;
+mod ping;
+mod presence;
+mod roster;
+mod session;
+mod starttls;
+mod stream;
+mod version;
+
+use errors::*;
+use iq::{Feature, IqRoute, Scope, push_extensions};
+use ns::*;
+pub use ns::{NS_ERRORS, NS_POLICY_FORM};
+pub(crate) use errors::rfc3339;
+
+
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+type BoxIo = Box<dyn Io>;
+type Reader = StreamReader<ReadHalf<BoxIo>>;
+
+/// What the reader task hands the session: small, so the channel's slots are small.
+enum Item {
+    Stanza(Box<Element>),
+    Keepalive,
+    Header,
+    End,
+}
+
+/// Why a stream ends.
+enum End {
+    /// Send this stream error (RFC 6120 §4.9.3 condition, text), then close.
+    Error(StreamError, String),
+    /// The client closed the stream (or the connection): close ours.
+    Closed,
+    /// The connection is gone; nothing can be sent.
+    Lost,
+}
+
+impl From<XmlError> for End {
+    fn from(e: XmlError) -> End {
+        match e {
+            XmlError::Io(_) => End::Lost,
+            other => End::Error(other.condition(), other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for End {
+    fn from(_: std::io::Error) -> End {
+        End::Lost
+    }
+}
+
+/// The write side: stanzas are collected into one buffer and flushed together.
+struct Out {
+    w: WriteHalf<BoxIo>,
+    buf: String,
+}
+
+impl Out {
+    fn push(&mut self, el: &Element) {
+        el.write_to(&mut self.buf, NS_CLIENT);
+        metrics::counter!("presenced_xmpp_stanzas_out_total").increment(1);
+    }
+
+    fn raw(&mut self, s: &str) {
+        self.buf.push_str(s);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.w.write_all(self.buf.as_bytes()).await?;
+        self.w.flush().await?;
+        self.buf.clear();
+        if self.buf.capacity() > 256 {
+            // Idle sessions should not keep a burst's buffer.
+            self.buf = String::new();
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    direct_tls: bool,
+) {
+    let span = tracing::info_span!("xmpp", %peer, jid = tracing::field::Empty);
+    async move {
+        metrics::gauge!("presenced_xmpp_connections").increment(1.0);
+        let io: BoxIo = if direct_tls {
+            let acc = &shared.tls;
+            // Boxed (as below): the handshake state is large and short-lived; an idle
+            // session's task should hold only what the session needs.
+            match tokio::time::timeout(shared.cfg.auth_timeout, Box::pin(acc.accept(tcp))).await {
+                Ok(Ok(t)) => Box::new(t),
+                _ => {
+                    metrics::gauge!("presenced_xmpp_connections").decrement(1.0);
+                    return;
+                }
+            }
+        } else {
+            Box::new(tcp)
+        };
+        Box::pin(run(io, direct_tls, &shared)).await;
+        metrics::gauge!("presenced_xmpp_connections").decrement(1.0);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(io: BoxIo, tls: bool, shared: &Arc<Shared>) {
+    let (r, w) = tokio::io::split(io);
+    let mut conn = Conn {
+        shared: shared.clone(),
+        reader: Some(StreamReader::new(r, shared.limits())),
+        out: Out {
+            w,
+            buf: String::new(),
+        },
+        tls,
+        user: None,
+        header_sent: false,
+        auth_failures: 0,
+    };
+    // Boxed: negotiation state (TLS handshake, SASL) is large and is freed once the
+    // session runs, so an idle session does not carry it.
+    let negotiated =
+        tokio::time::timeout(shared.cfg.auth_timeout, Box::pin(conn.negotiate())).await;
+    let end = match negotiated {
+        Err(_) => End::Error(StreamError::ConnectionTimeout, "authentication took too long".into()),
+        Ok(Err(end)) => end,
+        Ok(Ok((session, rx))) => {
+            tracing::Span::current().record("jid", conn.full_jid(&session).as_str());
+            conn.session_loop(session, rx).await
+        }
+    };
+    Box::pin(conn.finish(end)).await;
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    reader: Option<Reader>,
+    out: Out,
+    tls: bool,
+    user: Option<String>,
+    header_sent: bool,
+    auth_failures: u32,
+}
+
+impl Conn {
+    fn domain(&self) -> &str {
+        self.shared.router.domain()
+    }
+
+    async fn next(&mut self) -> Result<Frame, End> {
+        let r = self.reader.as_mut().ok_or(End::Lost)?;
+        Ok(r.next().await?)
+    }
+
+    /// The next stanza of a stream being negotiated (whitespace skipped).
+    async fn next_stanza(&mut self) -> Result<Element, End> {
+        loop {
+            match self.next().await? {
+                Frame::Stanza(el) => return Ok(el),
+                Frame::Keepalive => continue,
+                Frame::End => return Err(End::Closed),
+                Frame::Header(_) => {
+                    return Err(End::Error(StreamError::BadFormat, "unexpected stream header".into()));
+                }
+            }
+        }
+    }
+}
