@@ -203,6 +203,7 @@ fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
         for garbage in [&b"not json"[..], b"{\"vote\": 1}", b"\xff\x00\x13", b""] {
             let e = raft
                 .append_entries(RaftBytes {
+                    format: 0,
                     data: garbage.to_vec(),
                 })
                 .await
@@ -210,6 +211,7 @@ fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
             let e = raft
                 .vote(RaftBytes {
+                    format: 0,
                     data: garbage.to_vec(),
                 })
                 .await
@@ -217,12 +219,23 @@ fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
             let e = raft
                 .install_snapshot(RaftBytes {
+                    format: 0,
                     data: garbage.to_vec(),
                 })
                 .await
                 .unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         }
+        // A format from a future release is refused, not misread.
+        let e = raft
+            .vote(RaftBytes {
+                format: 99,
+                data: b"{}".to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("newer"), "{e:?}");
         // Router peer links: garbage frames, a frame claiming this node's own id, a link
         // not starting with a hello, and a link without the secret.
         {
@@ -261,6 +274,7 @@ fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
         }
         let mut cluster = ClusterClient::with_interceptor(ch, secret);
         let bad = ProposeRequest {
+            format: 0,
             command: b"{\"op\": \"no_such_op\"}".to_vec(),
         };
         let e = cluster.propose(bad).await.unwrap_err();

@@ -23,16 +23,28 @@ use tracing::Instrument;
 /// Lag (in log entries) above which troubleshoot reports a node as lagging.
 const LAG_WARNING: u64 = 1_000;
 
+/// Whether a stored offline payload can be read (the router's format knowledge,
+/// handed in by the binary so the admin API needs no edge to the router).
+pub type OfflineCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 pub struct AdminService {
     node: Arc<ClusterNode>,
+    offline_check: OfflineCheck,
 }
 
 /// The admin gRPC service, guarded by the cluster secret.
 pub fn server(
     node: Arc<ClusterNode>,
+    offline_check: OfflineCheck,
 ) -> InterceptedService<AdminServer<AdminService>, presenced_cluster::auth::CheckSecret> {
     let check = node.secret_check();
-    InterceptedService::new(AdminServer::new(AdminService { node }), check)
+    InterceptedService::new(
+        AdminServer::new(AdminService {
+            node,
+            offline_check,
+        }),
+        check,
+    )
 }
 
 fn refusal(r: Refusal) -> Status {
@@ -589,6 +601,20 @@ impl Admin for AdminService {
                                     } else {
                                         " (at the limit)"
                                     }
+                                ),
+                            });
+                        }
+                    }
+                    for (seq, m) in &d.offline.messages {
+                        if let Err(e) = (self.offline_check)(&m.payload) {
+                            findings.push(Finding {
+                                severity: "error".into(),
+                                subject: jid.clone(),
+                                problem: "offline_unreadable".into(),
+                                detail: format!(
+                                    "offline message {seq} from {} cannot be read and stays \
+                                     queued: {e}",
+                                    m.from
                                 ),
                             });
                         }

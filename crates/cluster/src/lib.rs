@@ -7,6 +7,7 @@ use std::io::Cursor;
 
 pub mod auth;
 mod batcher;
+pub mod format;
 mod network;
 mod node;
 mod service;

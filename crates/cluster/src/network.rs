@@ -79,8 +79,11 @@ impl PeerClient {
                 )));
             }
         };
-        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftBytes { data });
+        let data = crate::format::wire(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftBytes {
+            data,
+            format: crate::format::WIRE,
+        });
         request.set_timeout(opt.hard_ttl());
         let fut = match kind {
             "append" => client.append_entries(request).await,
@@ -94,8 +97,9 @@ impl PeerClient {
             }
             RPCError::Unreachable(Unreachable::new(&s))
         })?;
-        let r: Result<Resp, E> = serde_json::from_slice(&reply.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = reply.into_inner();
+        let r: Result<Resp, E> = crate::format::unwire(reply.format, &reply.data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

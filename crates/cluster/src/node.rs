@@ -473,13 +473,17 @@ impl ClusterNode {
         deadline: Instant,
     ) -> Result<(Outcome, u64), ClusterError> {
         let mut c = self.peer(&addr)?;
-        let command = serde_json::to_vec(cmd).map_err(|e| ClusterError::Internal(e.to_string()))?;
-        let mut req = tonic::Request::new(ProposeRequest { command });
+        let command =
+            crate::format::wire(cmd).map_err(|e| ClusterError::Internal(e.to_string()))?;
+        let mut req = tonic::Request::new(ProposeRequest {
+            command,
+            format: crate::format::WIRE,
+        });
         req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
         match c.propose(req).await {
             Ok(r) => {
                 let r = r.into_inner();
-                let out = serde_json::from_slice(&r.outcome)
+                let out = crate::format::unwire(r.format, &r.outcome)
                     .map_err(|e| ClusterError::Internal(format!("bad outcome from leader: {e}")))?;
                 Ok((out, r.log_index))
             }

@@ -18,13 +18,17 @@ use crate::node::{ClusterNode, MembershipChange};
 pub struct RaftService(pub Arc<ClusterNode>);
 
 fn parse<T: DeserializeOwned>(r: Request<RaftBytes>) -> Result<T, Status> {
-    serde_json::from_slice(&r.into_inner().data)
+    let r = r.into_inner();
+    crate::format::unwire(r.format, &r.data)
         .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
 }
 
 fn reply<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
-    let data = serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftBytes { data }))
+    let data = crate::format::wire(v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftBytes {
+        data,
+        format: crate::format::WIRE,
+    }))
 }
 
 #[tonic::async_trait]
@@ -47,13 +51,15 @@ pub struct ClusterService(pub Arc<ClusterNode>);
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn propose(&self, r: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
-        let cmd = serde_json::from_slice(&r.into_inner().command)
+        let r = r.into_inner();
+        let cmd = crate::format::unwire(r.format, &r.command)
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
         let (outcome, index) = self.0.propose_forwarded(cmd).await.map_err(Status::from)?;
-        let outcome = serde_json::to_vec(&outcome).map_err(|e| Status::internal(e.to_string()))?;
+        let outcome = crate::format::wire(&outcome).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ProposeReply {
             outcome,
             log_index: index,
+            format: crate::format::WIRE,
         }))
     }
 

@@ -93,14 +93,14 @@ impl LogStore {
             .map_err(|e| StorageIOError::read(&io(e)))?
         {
             Some(b) => Ok(Some(
-                serde_json::from_slice(&b).map_err(|e| StorageIOError::read(&e))?,
+                crate::format::load(&b).map_err(|e| StorageIOError::read(&io_msg(e)))?,
             )),
             None => Ok(None),
         }
     }
 
     async fn put_meta_durably<T: serde::Serialize>(&self, key: &'static str, v: &T) -> SResult<()> {
-        let b = serde_json::to_vec(v).map_err(|e| StorageIOError::write(&e))?;
+        let b = crate::format::store(v).map_err(|e| StorageIOError::write(&e))?;
         let s = self.store.clone();
         blocking(move || {
             s.put_meta(key, &b)?;
@@ -112,7 +112,11 @@ impl LogStore {
 }
 
 fn decode_entry(b: &[u8]) -> SResult<Entry<TypeConfig>> {
-    serde_json::from_slice(b).map_err(|e| StorageIOError::read_logs(&e).into())
+    crate::format::load(b).map_err(|e| StorageIOError::read_logs(&io_msg(e)).into())
+}
+
+fn io_msg(e: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -174,7 +178,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
         // Not flushed: losing it only means re-learning the commit point from the leader.
-        let b = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(&e))?;
+        let b = crate::format::store(&committed).map_err(|e| StorageIOError::write(&e))?;
         self.store
             .put_meta("committed", &b)
             .map_err(|e| StorageIOError::write(&io(e)))?;
@@ -199,7 +203,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|e| {
                 Ok((
                     e.log_id.index,
-                    serde_json::to_vec(&e).map_err(|e| StorageIOError::write_logs(&e))?,
+                    crate::format::store(&e).map_err(|e| StorageIOError::write_logs(&e))?,
                 ))
             })
             .collect::<SResult<Vec<_>>>()?;
@@ -260,7 +264,7 @@ impl StateMachine {
     ) -> Result<(Self, Arc<RwLock<State>>), String> {
         let (applied, records) = store.sm_load().map_err(|e| e.to_string())?;
         let applied: Applied = match applied {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| format!("applied marker: {e}"))?,
+            Some(b) => crate::format::load(&b).map_err(|e| format!("applied marker: {e}"))?,
             None => Applied::default(),
         };
         let state = Arc::new(RwLock::new(
@@ -415,7 +419,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             state.take_changes()
         };
-        let marker = serde_json::to_vec(&self.applied)
+        let marker = crate::format::store(&self.applied)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         let last = self.applied.log_id;
         self.store
@@ -466,7 +470,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             log_id: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        let marker = serde_json::to_vec(&applied)
+        let marker = crate::format::store(&applied)
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let s = self.store.clone();
         blocking(move || {

@@ -925,10 +925,10 @@ impl State {
             let key = Key::decode(&k).ok_or_else(|| bad("unknown key".into()))?;
             let de = |reason: serde_json::Error| bad(reason.to_string());
             match key {
-                Key::Meta => s.meta = serde_json::from_slice(&v).map_err(de)?,
-                Key::Settings => s.settings = serde_json::from_slice(&v).map_err(de)?,
+                Key::Meta => s.meta = record(&v).map_err(de)?,
+                Key::Settings => s.settings = record(&v).map_err(de)?,
                 Key::Account(u) => {
-                    accounts.insert(u, serde_json::from_slice::<Account>(&v).map_err(de)?);
+                    accounts.insert(u, record::<Account>(&v).map_err(de)?);
                 }
                 other => rest.push((other, v, String::from_utf8_lossy(&k).into_owned())),
             }
@@ -953,10 +953,10 @@ impl State {
             match key {
                 Key::Version(u) => {
                     s.users.get_mut(&u).ok_or_else(orphan)?.roster.version =
-                        serde_json::from_slice(&v).map_err(de)?
+                        record(&v).map_err(de)?
                 }
                 Key::Item(u, j) => {
-                    let item: RosterItem = serde_json::from_slice(&v).map_err(de)?;
+                    let item: RosterItem = record(&v).map_err(de)?;
                     s.users
                         .get_mut(&u)
                         .ok_or_else(orphan)?
@@ -974,10 +974,10 @@ impl State {
                 }
                 Key::OfflineNext(u) => {
                     s.users.get_mut(&u).ok_or_else(orphan)?.offline.next_seq =
-                        serde_json::from_slice(&v).map_err(de)?
+                        record(&v).map_err(de)?
                 }
                 Key::Offline(u, seq) => {
-                    let m: OfflineMessage = serde_json::from_slice(&v).map_err(de)?;
+                    let m: OfflineMessage = record(&v).map_err(de)?;
                     s.users
                         .get_mut(&u)
                         .ok_or_else(orphan)?
@@ -1028,8 +1028,26 @@ impl State {
 }
 
 /// A record's value: serializing these plain data types cannot fail.
+/// The format tag this release writes in front of every state record. Records of
+/// the first release have none (they start with JSON's own first byte, never 2).
+pub const RECORD_FORMAT: u8 = 2;
+
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("serializable")
+    let mut out = vec![RECORD_FORMAT];
+    serde_json::to_writer(&mut out, v).expect("serializable");
+    out
+}
+
+/// Decode a state record of this release or the previous one. New optional fields
+/// of a record carry `#[serde(default)]`; unknown fields are ignored.
+fn record<'a, T: Deserialize<'a>>(v: &'a [u8]) -> Result<T, serde_json::Error> {
+    match v.first() {
+        Some(&RECORD_FORMAT) => serde_json::from_slice(&v[1..]),
+        Some(&f) if f < b' ' => Err(serde::de::Error::custom(format!(
+            "record format {f} is newer than this node reads"
+        ))),
+        _ => serde_json::from_slice(v),
+    }
 }
 
 fn notice(ev: &mut Vec<Event>, to: &str, from: &str, kind: NoticeKind) {

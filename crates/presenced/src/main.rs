@@ -147,7 +147,10 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
         .add_service(router.peer_service())
         .serve_with_incoming_shutdown(incoming(cluster_l), stopped(stop_rx.clone()));
     let admin = tonic::transport::Server::builder()
-        .add_service(presenced_admin::server(node.clone()))
+        .add_service(presenced_admin::server(node.clone(), {
+            let r = router.clone();
+            Arc::new(move |payload: &str| r.offline_readable(payload))
+        }))
         .serve_with_incoming_shutdown(incoming(admin_l), stopped(stop_rx.clone()));
     let web = axum::serve(http_l, http::router(node.clone(), metrics))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
