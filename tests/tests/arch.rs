@@ -1,7 +1,8 @@
 //! The crate graph of ARCHITECTURE.md, checked against `cargo metadata`: a wrong
 //! dependency edge fails here.
 //!
-//! adapters → router → policy/model; cluster only from router, admin and binaries;
+//! adapters → router → policy/model; cluster only from router, admin, the node binary
+//! and the in-process test kit;
 //! openraft only in cluster; sled only in storage; no XML, JID or SIP crate in the
 //! protocol-neutral core.
 
@@ -82,7 +83,13 @@ fn crate_graph_is_the_documented_one() {
     }
     // Nothing depends on a binary, and adapters reach the cluster only via the router.
     for (krate, deps) in &g {
-        for bin in ["presenced", "presencectl", "presenced-loadgen", "presenced-e2e"] {
+        for bin in [
+            "presenced",
+            "presencectl",
+            "presenced-loadgen",
+            "presenced-e2e",
+            "presenced-testkit",
+        ] {
             assert!(!deps.contains(bin), "{krate} depends on the binary {bin}");
         }
         if krate == "presenced-xmpp" {
@@ -98,7 +105,12 @@ fn crate_graph_is_the_documented_one() {
         .collect();
     assert_eq!(
         cluster_users,
-        set(&["presenced-router", "presenced-admin", "presenced"]),
+        set(&[
+            "presenced-router",
+            "presenced-admin",
+            "presenced",
+            "presenced-testkit"
+        ]),
         "who uses the cluster crate"
     );
 }

@@ -480,12 +480,34 @@ mod tests {
 
     #[test]
     fn every_setting_round_trips() {
-        let s = Settings::default();
+        let defaults = Settings::default();
         for def in SETTINGS {
-            let v = s.get(def.key).unwrap();
+            // A value other than the default, of the setting's own kind.
+            let other = match (def.kind, defaults.get(def.key).unwrap()) {
+                (Kind::Bool, Value::Bool(b)) => Value::Bool(!b),
+                (Kind::Limit { min, .. }, Value::Limit(Limit::Unlimited)) => {
+                    Value::Limit(Limit::Max(min.max(1)))
+                }
+                (Kind::Limit { min, max }, Value::Limit(Limit::Max(m))) => {
+                    Value::Limit(Limit::Max(if m < max { m + 1 } else { min }))
+                }
+                (Kind::Count { min, max }, Value::Count(c)) => {
+                    Value::Count(if c < max { c + 1 } else { min })
+                }
+                (k, v) => panic!("{}: value {v} does not fit its kind {k}", def.key),
+            };
+            assert_ne!(Some(other), defaults.get(def.key), "{}", def.key);
             let mut t = Settings::default();
-            t.set(def.key, &v.to_string()).unwrap();
-            assert_eq!(t, s);
+            t.set(def.key, &other.to_string()).unwrap();
+            assert_eq!(t.get(def.key), Some(other), "{} reads back", def.key);
+            assert_ne!(t, defaults, "{} changed something", def.key);
+            // Persisted and loaded again, the value survives.
+            let back: Settings = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+            assert_eq!(back, t, "{} survives a reload", def.key);
+            // Every other key is untouched.
+            for d in SETTINGS.iter().filter(|d| d.key != def.key) {
+                assert_eq!(t.get(d.key), defaults.get(d.key), "{} moved {}", def.key, d.key);
+            }
         }
     }
 }

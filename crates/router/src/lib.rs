@@ -42,6 +42,7 @@ use presenced_model::{Command, OfflineMessage, Outcome, Reply, State};
 use presenced_policy::{Context, Seen, visibility, visible_to, watchers_of};
 
 pub use address::Domains;
+pub use session::Located;
 pub use types::*;
 pub use views::{Advertised, RosterView, ScramHash};
 /// Model types adapters render (roster items, refusal reasons, stored keys).

@@ -73,9 +73,23 @@ struct Link {
 #[derive(Default)]
 pub(crate) struct Peers {
     links: Mutex<HashMap<NodeId, Link>>,
+    /// Set by [`Router::halt`]: no link is kept or opened any more.
+    halted: std::sync::atomic::AtomicBool,
 }
 
 impl Peers {
+    /// Close every link and open none again (the node is going away).
+    pub fn halt(&self) {
+        self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
+        for (_, l) in self.links.lock().drain() {
+            l.task.abort();
+        }
+    }
+
+    fn is_halted(&self) -> bool {
+        self.halted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn send(&self, node: NodeId, ev: PeerEvent) -> bool {
         let links = self.links.lock();
         let Some(l) = links.get(&node) else {
@@ -106,6 +120,9 @@ pub(crate) fn spawn_links(router: Router) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
+            if router.inner.peers.is_halted() {
+                return;
+            }
             let me = router.node_id();
             let view = router.inner.node.membership();
             let want: HashMap<NodeId, String> = view

@@ -187,6 +187,32 @@ impl Router {
     }
 }
 
+/// Where the directory of this node places one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    pub node: NodeId,
+    /// The session sent initial presence and has not gone unavailable.
+    pub available: bool,
+}
+
+impl Router {
+    /// Which node holds `user`'s session on `endpoint`, as this node's (mirrored)
+    /// directory knows it.
+    pub fn locate(&self, user: &str, endpoint: &str) -> Option<Located> {
+        self.inner.dir.lock().get(user, endpoint).map(|e| Located {
+            node: e.node,
+            available: e.avail.is_some(),
+        })
+    }
+
+    /// Stop talking to peers: every link closes and none opens again, so the peers
+    /// drop this node's sessions as they would for a dead node. For a node going
+    /// away (and for tests that simulate its death in-process).
+    pub fn halt(&self) {
+        self.inner.peers.halt();
+    }
+}
+
 impl Session {
     /// The client asked for its roster: it gets roster pushes from now on.
     pub fn roster_requested(&self) {
