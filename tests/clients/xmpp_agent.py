@@ -32,6 +32,8 @@ import sys
 
 import slixmpp
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_ERRORS = "urn:presenced:errors"
@@ -62,10 +64,19 @@ def error_of(stanza):
 
 
 class Agent(slixmpp.ClientXMPP):
-    def __init__(self, jid, password):
+    def __init__(self, jid, password, ignore_pings=False):
         super().__init__(jid, password)
         self.register_plugin("xep_0030")
-        self.register_plugin("xep_0199")
+        if ignore_pings:
+            # A client that reads but never answers the server's pings (and sends no
+            # whitespace keepalives): the server must close it after its idle timeout.
+            self.whitespace_keepalive = False
+            self.register_handler(Callback(
+                "swallow pings",
+                MatchXPath("{jabber:client}iq/{urn:xmpp:ping}ping"),
+                lambda iq: emit(ev="ping_ignored")))
+        else:
+            self.register_plugin("xep_0199")
         self.auto_authorize = None  # the test decides
         self.auto_subscribe = False
         self.add_event_handler("session_start", self.on_start)
@@ -124,6 +135,9 @@ class Agent(slixmpp.ClientXMPP):
             error_app=app,
             error_text=text,
             addresses=None if addrs is None else [a.get("jid") for a in addrs],
+            address_details=None if addrs is None else [
+                {"jid": a.get("jid"), "type": a.get("type"), "delivered": a.get("delivered")}
+                for a in addrs],
         )
 
     def on_presence(self, p):
@@ -158,7 +172,7 @@ async def handle(agent_box, cmd):
     c = cmd.get("cmd")
     agent = agent_box.get("a")
     if c == "connect":
-        agent = Agent(cmd["jid"], cmd["password"])
+        agent = Agent(cmd["jid"], cmd["password"], ignore_pings=bool(cmd.get("ignore_pings")))
         agent_box["a"] = agent
         ctx = ssl.create_default_context()
         if cmd.get("cafile"):
@@ -212,8 +226,9 @@ async def handle(agent_box, cmd):
         m = agent.make_message(mto=cmd.get("server", agent.boundjid.domain), mbody=cmd["body"],
                                mtype=cmd.get("type", "normal"))
         addrs = ET.SubElement(m.xml, "{%s}addresses" % NS_ADDRESS)
-        for j in cmd["to"]:
-            ET.SubElement(addrs, "{%s}address" % NS_ADDRESS, {"type": "to", "jid": j})
+        for kind in ("to", "cc", "bcc"):
+            for j in cmd.get(kind, []):
+                ET.SubElement(addrs, "{%s}address" % NS_ADDRESS, {"type": kind, "jid": j})
         if cmd.get("id"):
             m["id"] = cmd["id"]
         m.send()

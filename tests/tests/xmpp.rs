@@ -112,9 +112,8 @@ fn view_without_approval_and_roster_edits_push_to_every_node() {
     alice2.expect("roster push on the other node", T, |e| {
         e["ev"] == "roster_push" && e["items"][jid("bob")]["subscription"] == "to"
     });
-    bob.expect_none("a subscription request", Duration::from_millis(500), |e| {
-        e["type"] == "subscribe"
-    });
+    bob.barrier_from(&mut alice1);
+    bob.assert_none_yet("a subscription request", |e| e["type"] == "subscribe");
 
     // Rename, then remove: pushes everywhere, and bob stops being visible.
     alice2.send(json!({"cmd": "roster_set", "jid": jid("bob"), "name": "Bobby"}));
@@ -154,7 +153,8 @@ fn forking_to_every_resource_then_sticky_after_a_reply() {
     bob2.expect_body("sticky 1", T);
     alice.chat(&jid("bob"), "sticky 2");
     bob2.expect_body("sticky 2", T);
-    bob1.expect_none("a sticky message on b1", Duration::from_secs(1), |e| {
+    bob1.barrier_from(&mut alice);
+    bob1.assert_none_yet("a sticky message on b1", |e| {
         e["ev"] == "message" && e["body"].as_str().is_some_and(|b| b.starts_with("sticky"))
     });
 
@@ -247,16 +247,24 @@ fn broadcast_reaches_users_on_every_node_and_is_capped() {
         .iter()
         .map(|u| jid(u))
         .collect();
-    alice.send(json!({"cmd": "broadcast", "to": to, "body": "all hands at 3"}));
+    // carol and dave as "to", erin as "cc", frank as "bcc".
+    alice.send(json!({"cmd": "broadcast", "to": [jid("carol"), jid("dave")],
+        "cc": [jid("erin")], "bcc": [jid("frank")], "body": "all hands at 3"}));
     for a in [&mut carol, &mut dave, &mut erin] {
         let m = a.expect_body("all hands at 3", T);
         assert_eq!(m["from"], "alice@example.test/a");
-        assert_eq!(m["addresses"].as_array().map(|v| v.len()), Some(4), "{m}");
+        // XEP-0033 §4.6: the bcc recipient is not shown, every shown one is delivered.
+        let shown = m["address_details"].as_array().expect("addresses").clone();
+        let jids: Vec<&str> = shown.iter().map(|a| a["jid"].as_str().unwrap()).collect();
+        assert_eq!(jids, [jid("carol"), jid("dave"), jid("erin")], "{m}");
+        assert!(shown.iter().all(|a| a["type"] != "bcc" && a["delivered"] == "true"), "{m}");
     }
-    // frank was offline: he gets it at login.
+    // frank (bcc) was offline: he gets it at login, without the bcc list either.
     let mut frank = Agent::login(&c, 2, "frank", "f", PW);
     frank.available();
-    frank.expect_body("all hands at 3", T);
+    let m = frank.expect_body("all hands at 3", T);
+    let shown = m["address_details"].as_array().expect("addresses").clone();
+    assert!(shown.iter().all(|a| a["jid"] != jid("frank").as_str()), "{m}");
 
     set(&c, "broadcast_max_recipients", "3");
     alice.send(json!({"cmd": "broadcast", "to": to, "body": "too many", "id": "b2"}));
@@ -265,9 +273,8 @@ fn broadcast_reaches_users_on_every_node_and_is_capped() {
     });
     assert_eq!(e["error"], "not-acceptable", "{e}");
     assert_eq!(e["error_app"], "too_many_recipients", "{e}");
-    carol.expect_none("the capped broadcast", Duration::from_millis(500), |e| {
-        e["body"] == "too many"
-    });
+    carol.barrier_from(&mut alice);
+    carol.assert_none_yet("the capped broadcast", |e| e["body"] == "too many");
 }
 
 #[test]
@@ -290,15 +297,21 @@ fn availability_sharing_flips_for_connected_watchers() {
     assert_eq!(own["show"], "away");
     // ... while alice gets nothing real for either resource.
     bob.presence(json!({"show": "chat", "status": "free now"}));
-    alice.expect_none("bob's real availability", Duration::from_secs(1), |e| {
+    alice.barrier_from(&mut bob);
+    alice.assert_none_yet("bob's real availability", |e| {
         e["ev"] == "presence"
             && e["from"].as_str().is_some_and(|f| f.starts_with("bob@"))
             && e["type"] != "unavailable"
     });
+    // Nor does bob2's login tell alice that a new resource came online.
+    alice.assert_none_yet("any presence of bob's new resource", |e| {
+        e["ev"] == "presence" && e["from"] == "bob@example.test/b2"
+    });
     // A newly logged-in watcher sees nothing of bob either.
     let mut alice2 = Agent::login(&c, 2, "alice", "a2", PW);
     alice2.available();
-    alice2.expect_none("bob's availability", Duration::from_secs(1), |e| {
+    alice2.barrier_from(&mut bob);
+    alice2.assert_none_yet("bob's availability", |e| {
         e["ev"] == "presence"
             && e["from"].as_str().is_some_and(|f| f.starts_with("bob@"))
             && e["type"] != "unavailable"
@@ -341,6 +354,8 @@ fn messaging_settings_im_enabled_offline_suppression_history() {
     });
     assert_eq!(e["error"], "not-allowed", "{e}");
     assert_eq!(e["error_app"], "im_disabled", "{e}");
+    // (The refusal is decided on alice's node before anything is routed; no barrier
+    // message can pass while IM is off.)
     bob.expect_none("a message", Duration::from_millis(500), |e| {
         e["body"] == "blocked?"
     });
@@ -488,8 +503,9 @@ fn pending_requests_wait_for_login_directed_presence_and_dropped_connections() {
     erin.presence(json!({"to": jid("dave"), "status": "knock knock"}));
     let p = dave.expect_available("erin@example.test/e", T);
     assert_eq!(p["status"], "knock knock");
-    carol.expect_none("erin's presence", Duration::from_millis(300), |e| {
-        e["from"].as_str().is_some_and(|f| f.starts_with("erin@"))
+    carol.barrier_from(&mut erin);
+    carol.assert_none_yet("erin's presence", |e| {
+        e["ev"] == "presence" && e["from"].as_str().is_some_and(|f| f.starts_with("erin@"))
     });
     // ... and when erin's client dies without closing its stream, dave is told.
     drop(erin);
@@ -583,4 +599,29 @@ fn a_silent_client_is_pinged_and_kept_while_it_answers() {
     });
     bob.chat(&jid("alice"), "still connected after 5 s of silence");
     alice.expect_body("still connected after 5 s of silence", T);
+}
+
+#[test]
+fn a_client_that_ignores_pings_is_closed_after_the_idle_timeout() {
+    let c = cluster_with(&["alice", "bob"], "[xmpp]\nping_after_secs = 1\nidle_timeout_secs = 3\n");
+    let mut bob = Agent::login(&c, 1, "bob", "b", PW);
+    bob.available();
+    let mut alice = Agent::spawn("alice/deaf@node1");
+    alice.connect(&c, 0, "alice", "deaf", PW, json!({"ignore_pings": true}));
+    alice.expect_session();
+    alice.available();
+    c.ctl(0, &["roster", "add", "bob", "alice"]).ok();
+    bob.expect_available("alice@example.test/deaf", T);
+    let t = Instant::now();
+    alice.expect("the server's ping", T, |e| e["ev"] == "ping_ignored");
+    let e = alice.expect("the idle timeout", T, |e| {
+        e["ev"] == "stream_error" || e["ev"] == "disconnected"
+    });
+    if e["ev"] == "stream_error" {
+        assert_eq!(e["condition"], "connection-timeout", "{e}");
+    }
+    let after = t.elapsed();
+    assert!(after <= Duration::from_secs(5), "closed after {after:?}");
+    // Its watchers see it go.
+    bob.expect_unavailable("alice@example.test/deaf", T);
 }
