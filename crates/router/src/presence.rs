@@ -189,11 +189,27 @@ impl Router {
         let me = self.node_id();
         self.inner.node.read(|state| {
             let viewers: Vec<(String, String)> = dir.local_available(me);
-            for (vu, vr) in viewers {
-                for (o, seen) in visible_to(state, &vu, &()) {
+            for (vu, vr) in &viewers {
+                for (o, seen) in visible_to(state, vu, &()) {
                     if owner.is_none_or(|x| x == o) {
-                        self.show_owner_to(&dir, &o, seen, &vu, &vr, View::Refresh);
+                        self.show_owner_to(&dir, &o, seen, vu, vr, View::Refresh);
                     }
+                }
+            }
+            // Directed presence this node's sessions sent is re-decided here too, on
+            // the owner's node (the only one that knows it): a recipient must not keep
+            // an availability that is no longer shared.
+            for (ou, or) in &viewers {
+                if owner.is_some_and(|x| x != ou) {
+                    continue;
+                }
+                let Some(e) = dir.get(ou, or) else { continue };
+                let (Some(l), Some(a)) = (&e.local, &e.avail) else {
+                    continue;
+                };
+                let real = Presence::Available(a.clone());
+                for to in &l.directed {
+                    self.deliver_directed(&dir, state, ou, or, to, &real);
                 }
             }
         });

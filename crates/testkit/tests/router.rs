@@ -225,3 +225,34 @@ async fn a_stopped_node_takes_its_sessions_with_it() {
         .await;
     drop(bob);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directed_presence_is_re_decided_when_sharing_flips() {
+    let c = three(&["alice", "carol"]).await;
+    let alice = c.connect(0, "alice", "a").await;
+    let mut carol = c.connect(2, "carol", "c").await;
+    c.available(&alice, Activity::Available, 0).await;
+    c.available(&carol, Activity::Available, 0).await;
+    let alice_a = Address::endpoint("alice", "a");
+    alice
+        .session()
+        .directed_presence(
+            &Address::user("carol"),
+            presenced_router::Presence::Available(presenced_router::Availability {
+                activity: Activity::Chatty,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    carol
+        .expect("directed availability", |d| {
+            matches!(presence_from(d, &alice_a), Some(PresenceState::Available(_)))
+        })
+        .await;
+    c.setting("availability_sharing", "off").await;
+    carol
+        .expect("taken back when sharing goes off", |d| {
+            presence_from(d, &alice_a) == Some(PresenceState::Unavailable { note: None })
+        })
+        .await;
+}
