@@ -363,7 +363,10 @@ pub fn from_matches(from: &str, want: &str) -> bool {
     if want.contains('/') {
         from == want
     } else {
-        from == want || from.strip_prefix(want).is_some_and(|rest| rest.starts_with('/'))
+        from == want
+            || from
+                .strip_prefix(want)
+                .is_some_and(|rest| rest.starts_with('/'))
     }
 }
 

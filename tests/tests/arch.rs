@@ -18,7 +18,11 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
     let mut g = BTreeMap::new();
     for p in meta["packages"].as_array().unwrap() {
@@ -79,7 +83,11 @@ fn crate_graph_is_the_documented_one() {
         ("presenced-xmpp", &["presenced-router"]),
     ];
     for (krate, deps) in expected {
-        assert_eq!(ours(&g, krate), set(deps), "internal dependencies of {krate}");
+        assert_eq!(
+            ours(&g, krate),
+            set(deps),
+            "internal dependencies of {krate}"
+        );
     }
     // Nothing depends on a binary, and adapters reach the cluster only via the router.
     for (krate, deps) in &g {
@@ -124,7 +132,11 @@ fn third_party_crates_stay_in_their_layer() {
             .map(|(k, _)| k.clone())
             .collect()
     };
-    assert_eq!(users_of("openraft"), set(&["presenced-cluster"]), "openraft");
+    assert_eq!(
+        users_of("openraft"),
+        set(&["presenced-cluster"]),
+        "openraft"
+    );
     assert_eq!(users_of("sled"), set(&["presenced-storage"]), "sled");
     for core in ["presenced-router", "presenced-policy", "presenced-model"] {
         for wire in ["quick-xml", "jid", "rsip", "minidom", "xmpp-parsers"] {

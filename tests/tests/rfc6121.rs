@@ -101,16 +101,22 @@ fn probes_are_answered_by_the_rules() {
     carol.available();
     alice.expect_available(&full("bob", "b"), T);
     alice.clear();
-    alice.send(json!({"cmd": "raw", "xml": format!("<presence type='probe' to='{}'/>", jid("bob"))}));
+    alice.send(
+        json!({"cmd": "raw", "xml": format!("<presence type='probe' to='{}'/>", jid("bob"))}),
+    );
     let p = alice.expect("bob's presence for the probe", T, |e| {
         e["ev"] == "presence" && e["from"] == full("bob", "b")
     });
     assert_eq!(p["show"], "dnd");
-    carol.send(json!({"cmd": "raw", "xml": format!("<presence type='probe' to='{}'/>", jid("bob"))}));
+    carol.send(
+        json!({"cmd": "raw", "xml": format!("<presence type='probe' to='{}'/>", jid("bob"))}),
+    );
     carol.expect("unsubscribed for a probe without subscription", T, |e| {
         is_stanza(e, "presence") && e["from"] == jid("bob") && e["type"] == "unsubscribed"
     });
-    alice.send(json!({"cmd": "raw", "xml": format!("<presence type='probe' to='{}'/>", jid("dave"))}));
+    alice.send(
+        json!({"cmd": "raw", "xml": format!("<presence type='probe' to='{}'/>", jid("dave"))}),
+    );
     alice.expect("unavailable for an offline contact", T, |e| {
         is_stanza(e, "presence") && e["from"] == jid("dave") && e["type"] == "unavailable"
     });
@@ -180,7 +186,9 @@ fn message_delivery_follows_section_8_5() {
     let mut dave = Agent::login(&c, 2, "dave", "d", PW);
     dave.available();
     dave.expect_body("stored", T);
-    dave.assert_none_yet("the headline", |e| e["ev"] == "message" && e["body"] == "news");
+    dave.assert_none_yet("the headline", |e| {
+        e["ev"] == "message" && e["body"] == "news"
+    });
     alice.barrier_from(&mut dave);
     alice.assert_none_yet("an error for the headline or the error", |e| {
         e["ev"] == "message" && e["type"] == "error" && e["body"] != "gc"
@@ -202,28 +210,42 @@ fn iqs_to_full_jids_are_routed_across_nodes() {
     bob.available();
     carol.available();
     alice.expect_available(&full("bob", "b"), T);
-    let ping = |to: &str, id: &str| {
-        json!({"cmd": "raw", "xml": format!("<iq type='get' id='{id}' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>")})
-    };
+    let ping = |to: &str, id: &str| json!({"cmd": "raw", "xml": format!("<iq type='get' id='{id}' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>")});
     alice.send(ping(&full("bob", "b"), "p1"));
     alice.expect("bob's client answers alice's ping", T, |e| {
-        is_stanza(e, "iq") && e["id"] == "p1" && e["type"] == "result" && e["from"] == full("bob", "b")
+        is_stanza(e, "iq")
+            && e["id"] == "p1"
+            && e["type"] == "result"
+            && e["from"] == full("bob", "b")
     });
     alice.send(json!({"cmd": "raw", "xml": format!("<iq type='get' id='d1' to='{}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", full("bob", "b"))}));
     let d = alice.expect("bob's client answers disco#info", T, |e| {
         is_stanza(e, "iq") && e["id"] == "d1" && e["type"] == "result"
     });
-    assert!(has_child(&d, "{http://jabber.org/protocol/disco#info}query"), "{d}");
+    assert!(
+        has_child(&d, "{http://jabber.org/protocol/disco#info}query"),
+        "{d}"
+    );
     for (to, id) in [(full("bob", "ghost"), "p2")] {
         alice.send(ping(&to, id));
-        alice.expect("service-unavailable for a resource that is not there", T, |e| {
-            is_stanza(e, "iq") && e["id"] == id && e["error"] == "service-unavailable" && e["from"] == to.as_str()
-        });
+        alice.expect(
+            "service-unavailable for a resource that is not there",
+            T,
+            |e| {
+                is_stanza(e, "iq")
+                    && e["id"] == id
+                    && e["error"] == "service-unavailable"
+                    && e["from"] == to.as_str()
+            },
+        );
     }
     // carol may not see bob: the answer is the same as for a missing resource.
     carol.send(ping(&full("bob", "b"), "p3"));
     carol.expect("service-unavailable for a user one may not see", T, |e| {
-        is_stanza(e, "iq") && e["id"] == "p3" && e["error"] == "service-unavailable" && e["from"] == full("bob", "b")
+        is_stanza(e, "iq")
+            && e["id"] == "p3"
+            && e["error"] == "service-unavailable"
+            && e["from"] == full("bob", "b")
     });
 }
 
@@ -235,16 +257,17 @@ fn disco_info_on_bare_jids() {
     c.ctl(0, &["roster", "add", "alice", "bob"]).ok();
     let mut alice = traced(&c, 0, "alice", "a");
     let mut carol = traced(&c, 1, "carol", "c");
-    let info = |to: &str, id: &str| {
-        json!({"cmd": "raw", "xml": format!("<iq type='get' id='{id}' to='{to}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")})
-    };
+    let info = |to: &str, id: &str| json!({"cmd": "raw", "xml": format!("<iq type='get' id='{id}' to='{to}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")});
     alice.send(info(&jid("alice"), "own"));
     let own = alice.expect("disco#info of the own bare JID", T, |e| {
         is_stanza(e, "iq") && e["id"] == "own" && e["type"] == "result" && e["from"] == jid("alice")
     });
     let xml = own["xml"].as_str().unwrap();
     assert!(xml.contains("category=\"account\""), "{xml}");
-    assert!(xml.contains("var=\"http://jabber.org/protocol/disco#info\""), "{xml}");
+    assert!(
+        xml.contains("var=\"http://jabber.org/protocol/disco#info\""),
+        "{xml}"
+    );
     alice.send(info(&jid("bob"), "contact"));
     let contact = alice.expect("disco#info of a contact's bare JID", T, |e| {
         is_stanza(e, "iq") && e["id"] == "contact" && e["from"] == jid("bob")
@@ -252,7 +275,10 @@ fn disco_info_on_bare_jids() {
     assert_eq!(contact["type"], "result", "{contact}");
     carol.send(info(&jid("bob"), "stranger"));
     carol.expect("service-unavailable for a stranger", T, |e| {
-        is_stanza(e, "iq") && e["id"] == "stranger" && e["error"] == "service-unavailable" && e["from"] == jid("bob")
+        is_stanza(e, "iq")
+            && e["id"] == "stranger"
+            && e["error"] == "service-unavailable"
+            && e["from"] == jid("bob")
     });
 }
 
@@ -264,7 +290,10 @@ fn server_generated_errors_carry_from() {
     let mut alice = traced(&c, 0, "alice", "a");
     alice.send(json!({"cmd": "raw", "xml": format!("<iq type='get' id='u1' to='{D}'><query xmlns='urn:example:unknown'/></iq>")}));
     alice.expect("an error from the domain", T, |e| {
-        is_stanza(e, "iq") && e["id"] == "u1" && e["error"] == "service-unavailable" && e["from"] == D
+        is_stanza(e, "iq")
+            && e["id"] == "u1"
+            && e["error"] == "service-unavailable"
+            && e["from"] == D
     });
     alice.send(json!({"cmd": "raw", "xml": format!("<iq type='get' id='u2' to='{D}'><a xmlns='urn:x'/><b xmlns='urn:x'/></iq>")}));
     alice.expect("bad-request from the domain", T, |e| {
@@ -272,7 +301,10 @@ fn server_generated_errors_carry_from() {
     });
     alice.send(json!({"cmd": "raw", "xml": format!("<iq type='get' id='u3' to='{}'><query xmlns='urn:example:unknown'/></iq>", jid("alice"))}));
     alice.expect("an error from the own bare JID", T, |e| {
-        is_stanza(e, "iq") && e["id"] == "u3" && e["error"] == "service-unavailable" && e["from"] == jid("alice")
+        is_stanza(e, "iq")
+            && e["id"] == "u3"
+            && e["error"] == "service-unavailable"
+            && e["from"] == jid("alice")
     });
 }
 
@@ -281,13 +313,26 @@ fn server_generated_errors_carry_from() {
 fn roster_set_validation() {
     let c = cluster(&["alice", "bob", "carol"]);
     let mut alice = traced(&c, 0, "alice", "a");
-    let set = |id: &str, items: &str| {
-        json!({"cmd": "raw", "xml": format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'>{items}</query></iq>")})
-    };
+    let set = |id: &str, items: &str| json!({"cmd": "raw", "xml": format!("<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'>{items}</query></iq>")});
     let cases = [
-        ("two", format!("<item jid='{}'/><item jid='{}'/>", jid("bob"), jid("carol")), "bad-request"),
-        ("dup", format!("<item jid='{}'><group>A</group><group>A</group></item>", jid("bob")), "bad-request"),
-        ("empty", format!("<item jid='{}'><group></group></item>", jid("bob")), "not-acceptable"),
+        (
+            "two",
+            format!("<item jid='{}'/><item jid='{}'/>", jid("bob"), jid("carol")),
+            "bad-request",
+        ),
+        (
+            "dup",
+            format!(
+                "<item jid='{}'><group>A</group><group>A</group></item>",
+                jid("bob")
+            ),
+            "bad-request",
+        ),
+        (
+            "empty",
+            format!("<item jid='{}'><group></group></item>", jid("bob")),
+            "not-acceptable",
+        ),
     ];
     for (id, items, cond) in &cases {
         alice.send(set(id, items));
@@ -295,7 +340,13 @@ fn roster_set_validation() {
             is_stanza(e, "iq") && e["id"] == *id && e["error"] == *cond
         });
     }
-    alice.send(set("ok", &format!("<item jid='{}'><group>A</group><group>B</group></item>", jid("bob"))));
+    alice.send(set(
+        "ok",
+        &format!(
+            "<item jid='{}'><group>A</group><group>B</group></item>",
+            jid("bob")
+        ),
+    ));
     alice.expect("a valid set is accepted", T, |e| {
         is_stanza(e, "iq") && e["id"] == "ok" && e["type"] == "result"
     });
@@ -318,17 +369,30 @@ fn extension_elements_pass_unchanged() {
         is_stanza(e, "presence") && e["from"] == full("bob", "b")
     });
     let xml = p["xml"].as_str().unwrap();
-    assert!(xml.contains("ver=\"QgayPKawpkPSDYmwT/WM94uAlu0=\""), "{xml}");
-    assert!(xml.contains("<photo>01b87fcd030b72895ff8e88db57ec525450f000d</photo>"), "{xml}");
+    assert!(
+        xml.contains("ver=\"QgayPKawpkPSDYmwT/WM94uAlu0=\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<photo>01b87fcd030b72895ff8e88db57ec525450f000d</photo>"),
+        "{xml}"
+    );
     bob.send(json!({"cmd": "raw", "xml": format!("<message type='chat' to='{}'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>", full("alice", "a"))}));
-    let m = alice.expect("a chat state alone", T, |e| is_stanza(e, "message") && e["from"] == full("bob", "b"));
-    assert!(has_child(&m, "{http://jabber.org/protocol/chatstates}composing"), "{m}");
+    let m = alice.expect("a chat state alone", T, |e| {
+        is_stanza(e, "message") && e["from"] == full("bob", "b")
+    });
+    assert!(
+        has_child(&m, "{http://jabber.org/protocol/chatstates}composing"),
+        "{m}"
+    );
     // Offline: the receipt request survives storage and redelivery.
     alice.quit();
     bob.send(json!({"cmd": "raw", "xml": format!("<message type='chat' id='r1' to='{}'><body>later</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/></message>", jid("alice"))}));
     let mut alice = traced(&c, 1, "alice", "a2");
     alice.available();
-    let m = alice.expect("the offline message", T, |e| is_stanza(e, "message") && e["id"] == "r1");
+    let m = alice.expect("the offline message", T, |e| {
+        is_stanza(e, "message") && e["id"] == "r1"
+    });
     assert!(has_child(&m, "{urn:xmpp:receipts}request"), "{m}");
     assert!(has_child(&m, "{urn:xmpp:chat-markers:0}markable"), "{m}");
     assert!(has_child(&m, "{urn:xmpp:delay}delay"), "{m}");
@@ -355,7 +419,9 @@ fn presencectl_roster_remove_notifies_both_clients() {
         e["ev"] == "roster_push" && e["items"][jid("bob")]["subscription"] == "remove"
     });
     alice.expect_unavailable(&full("bob", "b"), T);
-    bob.expect("bob's roster push for alice", T, |e| e["ev"] == "roster_push" && e["items"][jid("alice")].is_object());
+    bob.expect("bob's roster push for alice", T, |e| {
+        e["ev"] == "roster_push" && e["items"][jid("alice")].is_object()
+    });
     for kind in ["unsubscribe", "unsubscribed"] {
         bob.expect(&format!("{kind} from alice"), T, |e| {
             is_stanza(e, "presence") && e["from"] == jid("alice") && e["type"] == kind

@@ -248,8 +248,10 @@ fn broadcast_reaches_users_on_every_node_and_is_capped() {
         .map(|u| jid(u))
         .collect();
     // carol and dave as "to", erin as "cc", frank as "bcc".
-    alice.send(json!({"cmd": "broadcast", "to": [jid("carol"), jid("dave")],
-        "cc": [jid("erin")], "bcc": [jid("frank")], "body": "all hands at 3"}));
+    alice.send(
+        json!({"cmd": "broadcast", "to": [jid("carol"), jid("dave")],
+        "cc": [jid("erin")], "bcc": [jid("frank")], "body": "all hands at 3"}),
+    );
     for a in [&mut carol, &mut dave, &mut erin] {
         let m = a.expect_body("all hands at 3", T);
         assert_eq!(m["from"], "alice@example.test/a");
@@ -257,14 +259,22 @@ fn broadcast_reaches_users_on_every_node_and_is_capped() {
         let shown = m["address_details"].as_array().expect("addresses").clone();
         let jids: Vec<&str> = shown.iter().map(|a| a["jid"].as_str().unwrap()).collect();
         assert_eq!(jids, [jid("carol"), jid("dave"), jid("erin")], "{m}");
-        assert!(shown.iter().all(|a| a["type"] != "bcc" && a["delivered"] == "true"), "{m}");
+        assert!(
+            shown
+                .iter()
+                .all(|a| a["type"] != "bcc" && a["delivered"] == "true"),
+            "{m}"
+        );
     }
     // frank (bcc) was offline: he gets it at login, without the bcc list either.
     let mut frank = Agent::login(&c, 2, "frank", "f", PW);
     frank.available();
     let m = frank.expect_body("all hands at 3", T);
     let shown = m["address_details"].as_array().expect("addresses").clone();
-    assert!(shown.iter().all(|a| a["jid"] != jid("frank").as_str()), "{m}");
+    assert!(
+        shown.iter().all(|a| a["jid"] != jid("frank").as_str()),
+        "{m}"
+    );
 
     set(&c, "broadcast_max_recipients", "3");
     alice.send(json!({"cmd": "broadcast", "to": to, "body": "too many", "id": "b2"}));
@@ -603,7 +613,10 @@ fn a_silent_client_is_pinged_and_kept_while_it_answers() {
 
 #[test]
 fn a_client_that_ignores_pings_is_closed_after_the_idle_timeout() {
-    let c = cluster_with(&["alice", "bob"], "[xmpp]\nping_after_secs = 1\nidle_timeout_secs = 3\n");
+    let c = cluster_with(
+        &["alice", "bob"],
+        "[xmpp]\nping_after_secs = 1\nidle_timeout_secs = 3\n",
+    );
     let mut bob = Agent::login(&c, 1, "bob", "b", PW);
     bob.available();
     let mut alice = Agent::spawn("alice/deaf@node1");

@@ -52,8 +52,15 @@ mod tests {
     fn stored_values_of_both_releases_are_read() {
         let v = vec![1u64, 2, 3];
         assert_eq!(load::<Vec<u64>>(&store(&v).unwrap()).unwrap(), v);
-        assert_eq!(load::<Vec<u64>>(b"[1,2,3]").unwrap(), v, "first release: bare JSON");
-        assert!(load::<Vec<u64>>(&[9, b'[', b']']).is_err(), "unknown format refused");
+        assert_eq!(
+            load::<Vec<u64>>(b"[1,2,3]").unwrap(),
+            v,
+            "first release: bare JSON"
+        );
+        assert!(
+            load::<Vec<u64>>(&[9, b'[', b']']).is_err(),
+            "unknown format refused"
+        );
         assert!(unwire::<Vec<u64>>(7, b"[]").is_err());
         assert_eq!(unwire::<Vec<u64>>(0, b"[4]").unwrap(), vec![4]);
     }

@@ -123,7 +123,12 @@ fn check(s: &State) {
     assert!(alice.roster.pending_in.contains("carol@example.test"));
     assert!(alice.account.credentials.verify_password("fixture-pw"));
     let carol = s.user("carol").expect("carol");
-    let (_, m) = carol.offline.messages.iter().next().expect("offline message");
+    let (_, m) = carol
+        .offline
+        .messages
+        .iter()
+        .next()
+        .expect("offline message");
     assert!(m.payload.contains("while you were out"));
     assert_eq!(s.user_count(), 3);
 }

@@ -3,9 +3,7 @@
 //! - the candidate lists agree with `visibility` for every pair;
 //! - egress lets nothing out while federation does not exist.
 
-use presenced_model::{
-    Command, Credentials, NewContact, Override, PolicyKey, State,
-};
+use presenced_model::{Command, Credentials, NewContact, Override, PolicyKey, State};
 use presenced_policy::{
     Context, Egress, Grants, Outbound, OutboundKind, Seen, egress, visibility, visible_to,
     watchers_of,

@@ -27,7 +27,10 @@ pub enum Address {
     Server,
     Local(LocalAddress),
     /// An occupant of a chat room (or the room itself when `nick` is `None`).
-    Room { room: String, nick: Option<String> },
+    Room {
+        room: String,
+        nick: Option<String>,
+    },
     /// Another domain: everything to it goes through `route_remote` and
     /// `policy::egress`.
     Remote(RemoteAddress),

@@ -23,8 +23,8 @@ mod offline;
 pub mod peer;
 mod presence;
 mod query;
-mod remote;
 pub mod queue;
+mod remote;
 mod session;
 mod subscription;
 mod types;
@@ -42,16 +42,16 @@ use presenced_model::{Command, OfflineMessage, Outcome, Reply, State};
 use presenced_policy::{Context, Seen, visibility, visible_to, watchers_of};
 
 pub use address::Domains;
-pub use session::Located;
-pub use types::*;
-pub use views::{Advertised, RosterView, ScramHash};
 /// Model types adapters render (roster items, refusal reasons, stored keys).
 pub use presenced_model::credentials::ScramKeys;
 pub use presenced_model::{Refusal, RefusalClass, RosterItem, Subscription};
+pub use session::Located;
+pub use types::*;
+pub use views::{Advertised, RosterView, ScramHash};
 
 use directory::{Directory, Entry, Local};
-use presence::View;
 use peer::{PeerEvent, Peers};
+use presence::View;
 
 /// Router tuning, from the node's configuration.
 #[derive(Debug, Clone)]
@@ -124,7 +124,11 @@ impl Router {
         peer::spawn_links(router.clone());
         let sweeper = router.clone();
         tokio::spawn(async move {
-            let every = sweeper.inner.cfg.sticky_quiet.clamp(Duration::from_secs(1), Duration::from_secs(60));
+            let every = sweeper
+                .inner
+                .cfg
+                .sticky_quiet
+                .clamp(Duration::from_secs(1), Duration::from_secs(60));
             loop {
                 tokio::time::sleep(every).await;
                 sweeper.sweep_sticky();
@@ -256,4 +260,3 @@ impl Session {
         Address::endpoint(&self.user, &self.resource)
     }
 }
-

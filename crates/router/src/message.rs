@@ -35,7 +35,12 @@ impl Router {
     }
 
     /// The resource `sender` sticks to when writing to `user`, if any is still valid.
-    pub(crate) fn sticky_for(&self, dir: &Directory, sender: &Address, user: &str) -> Option<String> {
+    pub(crate) fn sticky_for(
+        &self,
+        dir: &Directory,
+        sender: &Address,
+        user: &str,
+    ) -> Option<String> {
         let Address::Local(s) = sender else {
             return None;
         };
@@ -179,6 +184,9 @@ mod tests {
         let old = now - Duration::from_secs(600);
         m.insert(("old".into(), Address::user("x")), ("r".into(), old));
         prune_sticky(&mut m, Duration::from_secs(300));
-        assert!(!m.contains_key(&("old".into(), Address::user("x"))), "expired routes go");
+        assert!(
+            !m.contains_key(&("old".into(), Address::user("x"))),
+            "expired routes go"
+        );
     }
 }

@@ -75,7 +75,14 @@ impl Router {
         }
     }
 
-    pub(crate) fn remote_up(&self, dir: &mut Directory, from: NodeId, user: &str, resource: &str, sid: u64) {
+    pub(crate) fn remote_up(
+        &self,
+        dir: &mut Directory,
+        from: NodeId,
+        user: &str,
+        resource: &str,
+        sid: u64,
+    ) {
         if let Some(e) = dir.get(user, resource) {
             if e.node == from && e.sid == sid {
                 return;

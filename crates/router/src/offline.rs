@@ -132,7 +132,9 @@ pub fn decode(domains: &Domains, payload: &str) -> Result<Message, String> {
                 extensions: s.extensions,
             })
         }
-        Some(v) => Err(format!("stored message version {v} is newer than this node reads")),
+        Some(v) => Err(format!(
+            "stored message version {v} is newer than this node reads"
+        )),
         None => {
             let m: V1Message = serde_json::from_str(payload).map_err(|e| e.to_string())?;
             let mut out = Message::new(v1_address(domains, &m.to));

@@ -340,7 +340,14 @@ impl Session {
                 return;
             }
             let seen = visibility(state, &owner, &r.jid(&self.user), Context::default());
-            let shown = r.show_owner_to(&dir, &owner, seen, &self.user, &self.resource, View::Refresh);
+            let shown = r.show_owner_to(
+                &dir,
+                &owner,
+                seen,
+                &self.user,
+                &self.resource,
+                View::Refresh,
+            );
             let answer = match seen {
                 Seen::Nothing => Some(Delivery::Subscription {
                     from: Address::user(&owner),

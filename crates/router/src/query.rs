@@ -38,7 +38,9 @@ impl Session {
             Address::Local(l) => l.clone(),
             Address::Remote(rem) => {
                 let rem = rem.clone();
-                return r.query_out(&self.user, &rem).or_else(|e| if request { Err(e) } else { Ok(()) });
+                return r
+                    .query_out(&self.user, &rem)
+                    .or_else(|e| if request { Err(e) } else { Ok(()) });
             }
             Address::Server | Address::Room { .. } => {
                 return if request {

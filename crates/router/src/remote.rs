@@ -48,7 +48,9 @@ impl Router {
 
     pub(crate) fn probe_out(&self, from_user: &str, to: &Address) -> Result<(), RouteError> {
         match to {
-            Address::Remote(r) => self.route_remote(Some(from_user), &r.domain, OutboundKind::Probe),
+            Address::Remote(r) => {
+                self.route_remote(Some(from_user), &r.domain, OutboundKind::Probe)
+            }
             _ => Ok(()),
         }
     }
@@ -56,7 +58,13 @@ impl Router {
     /// A local owner's presence for a watcher in another domain (`viewer`, a bare
     /// JID), with the visibility verdict for the pair. Nothing is reported back:
     /// presence errors are not answered.
-    pub(crate) fn presence_out(&self, owner: Option<&str>, viewer: &str, real: &Presence, seen: Seen) {
+    pub(crate) fn presence_out(
+        &self,
+        owner: Option<&str>,
+        viewer: &str,
+        real: &Presence,
+        seen: Seen,
+    ) {
         if seen == Seen::Nothing {
             return;
         }
@@ -78,7 +86,9 @@ impl Router {
             return;
         };
         let from_user = self.read(|s| s.local_user(from).map(str::to_string));
-        if let Err(e) = self.route_remote(from_user.as_deref(), &r.domain, OutboundKind::Subscription) {
+        if let Err(e) =
+            self.route_remote(from_user.as_deref(), &r.domain, OutboundKind::Subscription)
+        {
             tracing::debug!(to, "subscription notice not sent out: {e}");
         }
     }

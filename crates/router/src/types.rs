@@ -70,7 +70,9 @@ pub struct Availability {
 pub enum Presence {
     Available(Availability),
     /// Going offline, optionally saying why (RFC 6121 §4.5.2 `<status/>`).
-    Unavailable { note: Option<String> },
+    Unavailable {
+        note: Option<String>,
+    },
 }
 
 impl Presence {
@@ -88,7 +90,9 @@ impl Presence {
 pub enum PresenceState {
     Available(Availability),
     /// Offline, or not shared with this viewer (then without a note).
-    Unavailable { note: Option<String> },
+    Unavailable {
+        note: Option<String>,
+    },
     /// Neither available nor unavailable can be said (a chat-room occupant whose
     /// availability is not shared).
     Unknown,

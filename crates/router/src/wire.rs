@@ -28,7 +28,9 @@ pub fn decode(format: u32, domains: &Domains, bytes: &[u8]) -> Result<Vec<PeerEv
     match format {
         FORMAT => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
         0 | 1 => decode_v1(domains, bytes),
-        other => Err(format!("peer-link format {other} is newer than this node reads")),
+        other => Err(format!(
+            "peer-link format {other} is newer than this node reads"
+        )),
     }
 }
 

@@ -15,9 +15,7 @@ use std::time::Duration;
 use presenced_cluster::{ClusterConfig, ClusterNode, MembershipChange, NodeId, RaftTuning};
 use presenced_model::{Command, Credentials, NewContact, Outcome};
 use presenced_router::queue::Receiver;
-use presenced_router::{
-    Activity, Availability, Delivery, Presence, Router, RouterConfig, Session,
-};
+use presenced_router::{Activity, Availability, Delivery, Presence, Router, RouterConfig, Session};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -112,7 +110,11 @@ impl TestCluster {
         let deadline = tokio::time::Instant::now() + WAIT;
         for n in &self.nodes {
             while n.node.health().is_err() {
-                assert!(tokio::time::Instant::now() < deadline, "node {} unhealthy", n.id);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {} unhealthy",
+                    n.id
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -248,12 +250,13 @@ impl TestClient {
 
     /// Broadcast available presence with an activity.
     pub fn available(&self, activity: Activity, note: Option<&str>, preference: i8) {
-        self.session().set_presence(Presence::Available(Availability {
-            activity,
-            note: note.map(str::to_string),
-            preference,
-            extensions: Vec::new(),
-        }));
+        self.session()
+            .set_presence(Presence::Available(Availability {
+                activity,
+                note: note.map(str::to_string),
+                preference,
+                extensions: Vec::new(),
+            }));
     }
 
     /// The client goes away (drops its session).

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use presenced_model::Command;
 use presenced_router::{
-    Activity, Address, Delivery, Extension, ExtensionFormat, Message, MessageKind, PresenceState, Query, QueryKind, RouteError, SubscriptionKind,
+    Activity, Address, Delivery, Extension, ExtensionFormat, Message, MessageKind, PresenceState,
+    Query, QueryKind, RouteError, SubscriptionKind,
 };
 use presenced_testkit::{TestClient, TestCluster};
 
@@ -32,7 +33,10 @@ fn body_of(d: &Delivery) -> Option<&str> {
 
 async fn expect_body(c: &mut TestClient, body: &str) -> Message {
     let b = body.to_string();
-    match c.expect(&format!("message {body:?}"), |d| body_of(d) == Some(&b)).await {
+    match c
+        .expect(&format!("message {body:?}"), |d| body_of(d) == Some(&b))
+        .await
+    {
         Delivery::Message(m) => *m,
         _ => unreachable!(),
     }
@@ -56,7 +60,8 @@ async fn presence_crosses_nodes_and_follows_visibility() {
     bob.available(Activity::OnThePhone, Some("call"), 5);
     let bob_b = Address::endpoint("bob", "b");
     // The sender gets its own presence back (RFC 6121 §4.2.2), in neutral terms.
-    bob.expect("own presence", |d| presence_from(d, &bob_b).is_some()).await;
+    bob.expect("own presence", |d| presence_from(d, &bob_b).is_some())
+        .await;
     let seen = alice
         .expect("bob's availability", |d| presence_from(d, &bob_b).is_some())
         .await;
@@ -67,7 +72,10 @@ async fn presence_crosses_nodes_and_follows_visibility() {
     else {
         panic!("{seen:?}");
     };
-    assert_eq!((a.activity, a.note.as_deref(), a.preference), (Activity::OnThePhone, Some("call"), 5));
+    assert_eq!(
+        (a.activity, a.note.as_deref(), a.preference),
+        (Activity::OnThePhone, Some("call"), 5)
+    );
     // Sharing off: alice sees bob unavailable, without any note.
     c.setting("availability_sharing", "off").await;
     alice
@@ -81,7 +89,10 @@ async fn presence_crosses_nodes_and_follows_visibility() {
         matches!(presence_from(d, &bob_b), Some(PresenceState::Available(a)) if a.activity == Activity::Busy)
     })
     .await;
-    bob.session().send_message(chat(Address::endpoint("alice", "a"), "barrier")).await.unwrap();
+    bob.session()
+        .send_message(chat(Address::endpoint("alice", "a"), "barrier"))
+        .await
+        .unwrap();
     expect_body(&mut alice, "barrier").await;
     alice.assert_none_yet("bob's unshared availability", |d| {
         matches!(presence_from(d, &bob_b), Some(PresenceState::Available(_)))
@@ -107,13 +118,28 @@ async fn messages_fork_then_stick_and_keep_extensions() {
     for b in [&mut b1, &mut b2] {
         let got = expect_body(b, "to all").await;
         assert_eq!(got.extensions, m.extensions, "extensions carried unchanged");
-        assert_eq!(got.from, Address::endpoint("alice", "a"), "from stamped by the router");
+        assert_eq!(
+            got.from,
+            Address::endpoint("alice", "a"),
+            "from stamped by the router"
+        );
     }
-    b2.session().send_message(chat(Address::user("alice"), "reply")).await.unwrap();
+    b2.session()
+        .send_message(chat(Address::user("alice"), "reply"))
+        .await
+        .unwrap();
     expect_body(&mut alice, "reply").await;
-    alice.session().send_message(chat(Address::user("bob"), "sticky")).await.unwrap();
+    alice
+        .session()
+        .send_message(chat(Address::user("bob"), "sticky"))
+        .await
+        .unwrap();
     expect_body(&mut b2, "sticky").await;
-    alice.session().send_message(chat(Address::endpoint("bob", "b1"), "barrier")).await.unwrap();
+    alice
+        .session()
+        .send_message(chat(Address::endpoint("bob", "b1"), "barrier"))
+        .await
+        .unwrap();
     expect_body(&mut b1, "barrier").await;
     b1.assert_none_yet("the sticky message", |d| body_of(d) == Some("sticky"));
 }
@@ -123,7 +149,11 @@ async fn offline_messages_wait_for_the_next_login_and_go_once() {
     let c = three(&["alice", "carol"]).await;
     let alice = c.connect(0, "alice", "a").await;
     c.available(&alice, Activity::Available, 0).await;
-    alice.session().send_message(chat(Address::user("carol"), "later")).await.unwrap();
+    alice
+        .session()
+        .send_message(chat(Address::user("carol"), "later"))
+        .await
+        .unwrap();
     let mut m = chat(Address::user("carol"), "headline");
     m.kind = MessageKind::Headline;
     alice.session().send_message(m).await.unwrap();
@@ -135,7 +165,11 @@ async fn offline_messages_wait_for_the_next_login_and_go_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut carol = c.connect(1, "carol", "c2").await;
     c.available(&carol, Activity::Available, 0).await;
-    alice.session().send_message(chat(Address::endpoint("carol", "c2"), "barrier")).await.unwrap();
+    alice
+        .session()
+        .send_message(chat(Address::endpoint("carol", "c2"), "barrier"))
+        .await
+        .unwrap();
     expect_body(&mut carol, "barrier").await;
     carol.assert_none_yet("a redelivery or the headline", |d| {
         matches!(body_of(d), Some("later" | "headline"))
@@ -161,14 +195,18 @@ async fn notices_come_from_the_applied_log() {
         .await
         .unwrap()
         .unwrap();
-    for kind in [SubscriptionKind::Unsubscribe, SubscriptionKind::Unsubscribed] {
+    for kind in [
+        SubscriptionKind::Unsubscribe,
+        SubscriptionKind::Unsubscribed,
+    ] {
         bob.expect("a notice from alice", |d| {
             matches!(d, Delivery::Subscription { from, kind: k } if *from == Address::user("alice") && *k == kind)
         })
         .await;
     }
     bob.expect("alice's presence taken back", |d| {
-        presence_from(d, &Address::endpoint("alice", "a")) == Some(PresenceState::Unavailable { note: None })
+        presence_from(d, &Address::endpoint("alice", "a"))
+            == Some(PresenceState::Unavailable { note: None })
     })
     .await;
 }
@@ -193,10 +231,16 @@ async fn queries_reach_endpoints_only_where_availability_is_visible() {
         matches!(d, Delivery::Query(q) if q.id == "q1" && q.from == Address::endpoint("alice", "a"))
     })
     .await;
-    assert!(matches!(carol.session().send_query(q("q2")), Err(RouteError::NotDeliverable(_))));
+    assert!(matches!(
+        carol.session().send_query(q("q2")),
+        Err(RouteError::NotDeliverable(_))
+    ));
     let mut ghost = q("q3");
     ghost.to = Address::endpoint("bob", "ghost");
-    assert!(matches!(alice.session().send_query(ghost), Err(RouteError::NotDeliverable(_))));
+    assert!(matches!(
+        alice.session().send_query(ghost),
+        Err(RouteError::NotDeliverable(_))
+    ));
     // A remote domain: refused by egress with the federation error.
     let mut remote = q("q4");
     remote.to = presenced_router::Domains {
@@ -204,7 +248,10 @@ async fn queries_reach_endpoints_only_where_availability_is_visible() {
         rooms: None,
     }
     .classify(Some("x"), "elsewhere.test", Some("r"));
-    assert!(matches!(alice.session().send_query(remote), Err(RouteError::RemoteDomain(_))));
+    assert!(matches!(
+        alice.session().send_query(remote),
+        Err(RouteError::RemoteDomain(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +263,11 @@ async fn a_stopped_node_takes_its_sessions_with_it() {
     c.available(&alice, Activity::Available, 0).await;
     c.available(&bob, Activity::Away, 0).await;
     let bob_b = Address::endpoint("bob", "b");
-    alice.expect("bob available", |d| matches!(presence_from(d, &bob_b), Some(PresenceState::Available(_)))).await;
+    alice
+        .expect("bob available", |d| {
+            matches!(presence_from(d, &bob_b), Some(PresenceState::Available(_)))
+        })
+        .await;
     c.stop(2).await;
     alice
         .expect("bob unavailable after his node stopped", |d| {
@@ -246,7 +297,10 @@ async fn directed_presence_is_re_decided_when_sharing_flips() {
         .unwrap();
     carol
         .expect("directed availability", |d| {
-            matches!(presence_from(d, &alice_a), Some(PresenceState::Available(_)))
+            matches!(
+                presence_from(d, &alice_a),
+                Some(PresenceState::Available(_))
+            )
         })
         .await;
     c.setting("availability_sharing", "off").await;

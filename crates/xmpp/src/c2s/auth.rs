@@ -81,7 +81,8 @@ impl Conn {
                             return Ok(false);
                         }
                         _ => {
-                            return Err(End::Error(StreamError::NotAuthorized,
+                            return Err(End::Error(
+                                StreamError::NotAuthorized,
                                 "expected a SASL response".into(),
                             ));
                         }
@@ -114,7 +115,8 @@ impl Conn {
         self.sasl_failure("not-authorized", Some("wrong user name or password"))
             .await?;
         if self.auth_failures >= self.shared.cfg.max_auth_attempts {
-            return Err(End::Error(StreamError::PolicyViolation,
+            return Err(End::Error(
+                StreamError::PolicyViolation,
                 "too many failed authentication attempts".into(),
             ));
         }
@@ -130,7 +132,6 @@ impl Conn {
         self.out.flush().await?;
         Ok(())
     }
-
 }
 
 /// Does a SCRAM server-first message (`r=NONCE,s=..,i=..`) carry a nonce with a
@@ -153,4 +154,3 @@ pub(super) fn decode_sasl(text: &str) -> Result<Option<Vec<u8>>, ()> {
     }
     B64.decode(t).map(Some).map_err(|_| ())
 }
-

@@ -53,26 +53,30 @@ impl Conn {
 pub(super) const FEATURE: Feature = Feature {
     server: &[],
     account: &[],
-    iqs: &[IqRoute {
-        name: "bind",
-        ns: NS_BIND,
-        scope: Scope::Any,
-        handler: |c, _s, req| {
-            Box::pin(async move {
-                let err = StanzaError::new(Condition::NotAllowed).text("the session is already bound");
-                c.out.push(&iq_error(req.iq, err));
-                Ok(())
-            })
+    iqs: &[
+        IqRoute {
+            name: "bind",
+            ns: NS_BIND,
+            scope: Scope::Any,
+            handler: |c, _s, req| {
+                Box::pin(async move {
+                    let err = StanzaError::new(Condition::NotAllowed)
+                        .text("the session is already bound");
+                    c.out.push(&iq_error(req.iq, err));
+                    Ok(())
+                })
+            },
         },
-    }, IqRoute {
-        name: "session",
-        ns: NS_SESSION,
-        scope: Scope::ServerOrOwn,
-        handler: |c, _s, req| {
-            Box::pin(async move {
-                c.out.push(&iq_result(req.iq, None));
-                Ok(())
-            })
+        IqRoute {
+            name: "session",
+            ns: NS_SESSION,
+            scope: Scope::ServerOrOwn,
+            handler: |c, _s, req| {
+                Box::pin(async move {
+                    c.out.push(&iq_result(req.iq, None));
+                    Ok(())
+                })
+            },
         },
-    }],
+    ],
 };

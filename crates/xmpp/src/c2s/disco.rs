@@ -65,17 +65,17 @@ pub(super) const FEATURE: Feature = Feature {
             handler: |c, s, req| {
                 Box::pin(async move {
                     if !req.is_get() {
-                        c.out.push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
+                        c.out
+                            .push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
                         return Ok(());
                     }
                     if req.payload.attr("node").is_some() {
-                        c.out.push(&iq_error(req.iq, StanzaError::new(Condition::ItemNotFound)));
+                        c.out
+                            .push(&iq_error(req.iq, StanzaError::new(Condition::ItemNotFound)));
                         return Ok(());
                     }
                     let q = match req.target {
-                        iq::Target::Server | iq::Target::Unaddressed => {
-                            server_info(s.router())
-                        }
+                        iq::Target::Server | iq::Target::Unaddressed => server_info(s.router()),
                         iq::Target::Own | iq::Target::Contact(_) => account_info(),
                     };
                     c.out.push(&iq_result(req.iq, Some(q)));
@@ -90,7 +90,8 @@ pub(super) const FEATURE: Feature = Feature {
             handler: |c, _s, req| {
                 Box::pin(async move {
                     if !req.is_get() {
-                        c.out.push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
+                        c.out
+                            .push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
                         return Ok(());
                     }
                     let q = Element::new("query", NS_DISCO_ITEMS);

@@ -242,12 +242,17 @@ mod tests {
 
     #[test]
     fn every_advertised_server_feature_with_an_iq_has_a_handler() {
-        for ns in [NS_ROSTER, NS_PING, NS_VERSION, NS_DISCO_INFO, NS_DISCO_ITEMS] {
+        for ns in [
+            NS_ROSTER,
+            NS_PING,
+            NS_VERSION,
+            NS_DISCO_INFO,
+            NS_DISCO_ITEMS,
+        ] {
             assert!(disco_features(false).contains(ns), "{ns} advertised");
-            let handled = FEATURES
-                .iter()
-                .flat_map(|f| f.iqs.iter())
-                .any(|r| r.ns == ns && r.scope.covers(&Target::Server) || r.ns == ns && r.scope.covers(&Target::Own));
+            let handled = FEATURES.iter().flat_map(|f| f.iqs.iter()).any(|r| {
+                r.ns == ns && (r.scope.covers(&Target::Server) || r.scope.covers(&Target::Own))
+            });
             assert!(handled, "{ns} handled");
         }
         assert!(disco_features(true).contains(NS_DISCO_INFO));

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use presenced_router::{Refusal, RefusalClass, RosterItem};
 use presenced_router::queue::{self, Receiver};
 use presenced_router::{
     Address, Availability, Delivery, Message, MessageKind, PresenceState, RouteError, Session,
 };
+use presenced_router::{Refusal, RefusalClass, RosterItem};
 use rsasl::mechname::Mechname;
 use rsasl::prelude::SASLServer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -41,8 +41,6 @@ use errors::*;
 use iq::{Feature, IqRoute, Scope, push_extensions};
 use ns::*;
 pub use ns::{NS_ERRORS, NS_POLICY_FORM};
-pub(crate) use errors::rfc3339;
-
 
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
@@ -162,7 +160,10 @@ async fn run(io: BoxIo, tls: bool, shared: &Arc<Shared>) {
     let negotiated =
         tokio::time::timeout(shared.cfg.auth_timeout, Box::pin(conn.negotiate())).await;
     let end = match negotiated {
-        Err(_) => End::Error(StreamError::ConnectionTimeout, "authentication took too long".into()),
+        Err(_) => End::Error(
+            StreamError::ConnectionTimeout,
+            "authentication took too long".into(),
+        ),
         Ok(Err(end)) => end,
         Ok(Ok((session, rx))) => {
             tracing::Span::current().record("jid", conn.full_jid(&session).as_str());
@@ -200,7 +201,10 @@ impl Conn {
                 Frame::Keepalive => continue,
                 Frame::End => return Err(End::Closed),
                 Frame::Header(_) => {
-                    return Err(End::Error(StreamError::BadFormat, "unexpected stream header".into()));
+                    return Err(End::Error(
+                        StreamError::BadFormat,
+                        "unexpected stream header".into(),
+                    ));
                 }
             }
         }

@@ -14,7 +14,8 @@ pub(super) const FEATURE: Feature = Feature {
                 if req.is_get() {
                     c.out.push(&iq_result(req.iq, None));
                 } else {
-                    c.out.push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
+                    c.out
+                        .push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
                 }
                 Ok(())
             })

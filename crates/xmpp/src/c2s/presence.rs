@@ -123,9 +123,9 @@ impl Conn {
             ("unsubscribed", Some(t)) => s.revoke(&t).await,
             ("probe", Some(t)) => s.probe(&t),
             ("error", _) => Ok(()),
-            ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe", None) => {
-                Err(RouteError::BadRequest(format!("presence of type {ty} needs a 'to'")))
-            }
+            ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe", None) => Err(
+                RouteError::BadRequest(format!("presence of type {ty} needs a 'to'")),
+            ),
             (other, _) => Err(RouteError::BadRequest(format!(
                 "{other:?} is not a presence type"
             ))),
@@ -166,7 +166,12 @@ impl Conn {
         self.out.push(&p);
     }
 
-    pub(super) fn deliver_subscription(&mut self, s: &Session, from: &Address, k: SubscriptionKind) {
+    pub(super) fn deliver_subscription(
+        &mut self,
+        s: &Session,
+        from: &Address,
+        k: SubscriptionKind,
+    ) {
         let p = Element::new("presence", NS_CLIENT)
             .with_attr("from", self.render(from))
             .with_attr("to", self.bare_jid(s))

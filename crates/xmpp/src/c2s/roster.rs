@@ -51,7 +51,9 @@ fn parse_set(q: &Element) -> Result<SetRequest, RouteError> {
             return Err(RouteError::NotAcceptable("a group name is empty".into()));
         }
         if groups.contains(&name) {
-            return Err(RouteError::BadRequest(format!("group {name:?} is listed twice")));
+            return Err(RouteError::BadRequest(format!(
+                "group {name:?} is listed twice"
+            )));
         }
         groups.push(name);
     }

@@ -4,7 +4,11 @@
 use super::*;
 
 impl Conn {
-    pub(super) async fn session_loop(&mut self, session: Session, mut rx: Receiver<Delivery>) -> End {
+    pub(super) async fn session_loop(
+        &mut self,
+        session: Session,
+        mut rx: Receiver<Delivery>,
+    ) -> End {
         let reader = self.reader.take();
         let (stx, mut srx) = queue::queue::<Result<Item, XmlError>>(8);
         // The XML reader is not cancel-safe: it lives in its own task for the whole

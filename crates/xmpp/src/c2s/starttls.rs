@@ -7,7 +7,8 @@ impl Conn {
         let reader = self.reader.take().ok_or(End::Lost)?;
         if reader.has_buffered() {
             // Data pipelined after <starttls/> would be processed as if it were encrypted.
-            return Err(End::Error(StreamError::PolicyViolation,
+            return Err(End::Error(
+                StreamError::PolicyViolation,
                 "data sent after <starttls/>".into(),
             ));
         }

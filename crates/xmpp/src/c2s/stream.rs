@@ -57,13 +57,17 @@ impl Conn {
                 Frame::Keepalive => continue,
                 Frame::End => return Err(End::Closed),
                 Frame::Stanza(_) => {
-                    return Err(End::Error(StreamError::BadFormat, "expected a stream header".into()));
+                    return Err(End::Error(
+                        StreamError::BadFormat,
+                        "expected a stream header".into(),
+                    ));
                 }
             }
         };
         self.send_header();
         if h.content_ns != NS_CLIENT {
-            return Err(End::Error(StreamError::InvalidNamespace,
+            return Err(End::Error(
+                StreamError::InvalidNamespace,
                 format!("the stream's namespace must be {NS_CLIENT}"),
             ));
         }
@@ -71,12 +75,14 @@ impl Conn {
             h.to.as_deref()
                 .is_some_and(|t| t.eq_ignore_ascii_case(self.domain()));
         if !to_ok {
-            return Err(End::Error(StreamError::HostUnknown,
+            return Err(End::Error(
+                StreamError::HostUnknown,
                 format!("this server serves {}", self.domain()),
             ));
         }
         if h.version.as_deref().is_none_or(|v| !v.starts_with("1.")) {
-            return Err(End::Error(StreamError::UnsupportedVersion,
+            return Err(End::Error(
+                StreamError::UnsupportedVersion,
                 "version 1.0 is required".into(),
             ));
         }
@@ -138,17 +144,18 @@ impl Conn {
                     }
                 }
                 _ if self.user.is_none() => {
-                    return Err(End::Error(StreamError::NotAuthorized,
+                    return Err(End::Error(
+                        StreamError::NotAuthorized,
                         format!("<{}/> before authentication", el.name),
                     ));
                 }
                 _ => {
-                    return Err(End::Error(StreamError::NotAuthorized,
+                    return Err(End::Error(
+                        StreamError::NotAuthorized,
                         format!("<{}/> before resource binding", el.name),
                     ));
                 }
             }
         }
     }
-
 }

@@ -12,7 +12,8 @@ pub(super) const FEATURE: Feature = Feature {
         handler: |c, _s, req| {
             Box::pin(async move {
                 if !req.is_get() {
-                    c.out.push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
+                    c.out
+                        .push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
                     return Ok(());
                 }
                 let q = Element::new("query", NS_VERSION)
