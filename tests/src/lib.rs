@@ -459,3 +459,24 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Adds the cluster secret to a gRPC call (for tests that talk to a node's cluster
+/// API directly).
+pub fn with_secret(mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    r.metadata_mut().insert(
+        presenced_proto::SECRET_HEADER,
+        SECRET.parse().expect("ascii secret"),
+    );
+    Ok(r)
+}
+
+impl Cluster {
+    /// A gRPC channel to node `i`'s cluster port (Raft, Cluster and Peer services).
+    pub async fn cluster_channel(&self, i: usize) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.nodes[i].cluster_addr()))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the cluster port")
+    }
+}

@@ -186,19 +186,8 @@ fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
         use presenced_proto::raft::cluster_client::ClusterClient;
         use presenced_proto::raft::raft_client::RaftClient;
         use presenced_proto::raft::{ProposeRequest, RaftBytes};
-        let ch = tonic::transport::Endpoint::from_shared(format!(
-            "http://{}",
-            c.nodes[0].cluster_addr()
-        ))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-        let secret = |mut r: tonic::Request<()>| {
-            r.metadata_mut()
-                .insert(presenced_proto::SECRET_HEADER, SECRET.parse().unwrap());
-            Ok(r)
-        };
+        let ch = c.cluster_channel(0).await;
+        let secret = presenced_e2e::with_secret;
         let mut raft = RaftClient::with_interceptor(ch.clone(), secret);
         for garbage in [&b"not json"[..], b"{\"vote\": 1}", b"\xff\x00\x13", b""] {
             let e = raft

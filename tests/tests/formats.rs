@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use presenced_e2e::xmpp::{Agent, jid};
-use presenced_e2e::{Cluster, SECRET, metric};
+use presenced_e2e::{Cluster, metric, with_secret};
 use serde_json::json;
 
 const PW: &str = "formats-pw";
@@ -21,20 +21,8 @@ fn propose(c: &Cluster, command: serde_json::Value) {
     rt.block_on(async {
         use presenced_proto::raft::ProposeRequest;
         use presenced_proto::raft::cluster_client::ClusterClient;
-        let ch = tonic::transport::Endpoint::from_shared(format!(
-            "http://{}",
-            c.nodes[0].cluster_addr()
-        ))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-        let secret = |mut r: tonic::Request<()>| {
-            r.metadata_mut()
-                .insert(presenced_proto::SECRET_HEADER, SECRET.parse().unwrap());
-            Ok(r)
-        };
-        let mut cluster = ClusterClient::with_interceptor(ch, secret);
+        let ch = c.cluster_channel(0).await;
+        let mut cluster = ClusterClient::with_interceptor(ch, with_secret);
         let r = cluster
             .propose(ProposeRequest {
                 command: command.to_string().into_bytes(),

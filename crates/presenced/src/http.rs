@@ -25,14 +25,17 @@ pub fn router(node: Arc<ClusterNode>, metrics: PrometheusHandle) -> Router {
 }
 
 async fn health(State(c): State<Ctx>) -> impl IntoResponse {
-    let m = c.node.metrics();
+    let st = c.node.local_status();
     let detail = format!(
-        "node {} state {:?} term {} leader {} applied {} committed {}",
+        "node {} state {} term {} leader {} applied {} committed {}",
         c.node.id,
-        m.state,
-        m.current_term,
-        m.current_leader
-            .map_or("none".to_string(), |l| l.to_string()),
+        st.state,
+        st.term,
+        if st.has_leader {
+            st.current_leader.to_string()
+        } else {
+            "none".to_string()
+        },
         c.node.applied_index(),
         c.node.committed_index()
     );

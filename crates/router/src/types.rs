@@ -231,7 +231,10 @@ pub struct Query {
     pub payload: Vec<Extension>,
 }
 
-/// What the router hands a session.
+/// What the router hands a session, through the queue the adapter drains (see
+/// [`crate::Session`] for the whole contract). Every variant but the last two is
+/// rendered in the adapter's protocol and sent; the adapter decides nothing about
+/// them (visibility and routing were decided before they were queued).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
@@ -251,9 +254,13 @@ pub enum Delivery {
         item: Option<Box<RosterItem>>,
         version: u64,
     },
-    /// Another login took this session's resource (RFC 6120 §7.7.2.2 conflict).
+    /// Another login took this session's endpoint (XMPP: RFC 6120 §7.7.2.2
+    /// `conflict`). The adapter must end the client's connection with its protocol's
+    /// error and drop the `Session`; nothing more will be delivered.
     Replaced,
-    /// The server ends the session (account removed, node shutting down, ...).
+    /// The server ends the session (account removed, node shutting down, ...). The
+    /// adapter closes the connection, telling the client `reason`, and drops the
+    /// `Session`.
     Close {
         reason: String,
     },

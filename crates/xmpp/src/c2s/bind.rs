@@ -58,6 +58,7 @@ pub(super) const FEATURE: Feature = Feature {
             name: "bind",
             ns: NS_BIND,
             scope: Scope::Any,
+            get_only: false,
             handler: |c, _s, req| {
                 Box::pin(async move {
                     let err = StanzaError::new(Condition::NotAllowed)
@@ -71,6 +72,7 @@ pub(super) const FEATURE: Feature = Feature {
             name: "session",
             ns: NS_SESSION,
             scope: Scope::ServerOrOwn,
+            get_only: false,
             handler: |c, _s, req| {
                 Box::pin(async move {
                     c.out.push(&iq_result(req.iq, None));

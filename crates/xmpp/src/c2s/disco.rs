@@ -62,13 +62,9 @@ pub(super) const FEATURE: Feature = Feature {
             name: "query",
             ns: NS_DISCO_INFO,
             scope: Scope::Any,
+            get_only: true,
             handler: |c, s, req| {
                 Box::pin(async move {
-                    if !req.is_get() {
-                        c.out
-                            .push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
-                        return Ok(());
-                    }
                     if req.payload.attr("node").is_some() {
                         c.out
                             .push(&iq_error(req.iq, StanzaError::new(Condition::ItemNotFound)));
@@ -87,13 +83,9 @@ pub(super) const FEATURE: Feature = Feature {
             name: "query",
             ns: NS_DISCO_ITEMS,
             scope: Scope::Any,
+            get_only: true,
             handler: |c, _s, req| {
                 Box::pin(async move {
-                    if !req.is_get() {
-                        c.out
-                            .push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
-                        return Ok(());
-                    }
                     let q = Element::new("query", NS_DISCO_ITEMS);
                     c.out.push(&iq_result(req.iq, Some(q)));
                     Ok(())

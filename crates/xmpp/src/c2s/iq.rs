@@ -70,6 +70,8 @@ pub(super) struct IqRoute {
     pub name: &'static str,
     pub ns: &'static str,
     pub scope: Scope,
+    /// Only `get` is meaningful: a `set` is answered `bad-request` by the dispatcher.
+    pub get_only: bool,
     pub handler: Handler,
 }
 
@@ -92,12 +94,11 @@ pub(super) const FEATURES: &[&Feature] = &[
     &version::FEATURE,
 ];
 
-fn route(name: &str, ns: &str, t: &Target) -> Option<Handler> {
+fn route(name: &str, ns: &str, t: &Target) -> Option<&'static IqRoute> {
     FEATURES
         .iter()
         .flat_map(|f| f.iqs.iter())
         .find(|r| r.name == name && r.ns == ns && r.scope.covers(t))
-        .map(|r| r.handler)
 }
 
 fn query_kind(ty: &str) -> Option<QueryKind> {
@@ -153,13 +154,18 @@ impl Conn {
             return Ok(());
         }
         match route(&p.name, &p.ns, &target) {
-            Some(h) => {
+            Some(r) if r.get_only && kind != QueryKind::Get => {
+                let err = StanzaError::new(Condition::BadRequest).text("only get is defined");
+                self.out.push(&iq_error(el, err));
+                Ok(())
+            }
+            Some(r) => {
                 let req = Req {
                     iq: el,
                     payload: p,
                     target: &target,
                 };
-                h(self, s, req).await
+                (r.handler)(self, s, req).await
             }
             None => {
                 let err = StanzaError::new(Condition::ServiceUnavailable);

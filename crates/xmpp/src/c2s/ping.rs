@@ -9,14 +9,10 @@ pub(super) const FEATURE: Feature = Feature {
         name: "ping",
         ns: NS_PING,
         scope: Scope::ServerOrOwn,
+        get_only: true,
         handler: |c, _s, req| {
             Box::pin(async move {
-                if req.is_get() {
-                    c.out.push(&iq_result(req.iq, None));
-                } else {
-                    c.out
-                        .push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
-                }
+                c.out.push(&iq_result(req.iq, None));
                 Ok(())
             })
         },

@@ -133,6 +133,7 @@ pub(super) const FEATURE: Feature = Feature {
         name: "query",
         ns: NS_ROSTER,
         scope: Scope::Own,
+        get_only: false,
         handler: |c, s, req| {
             Box::pin(async move {
                 if req.is_get() {

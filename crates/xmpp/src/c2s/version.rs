@@ -9,13 +9,9 @@ pub(super) const FEATURE: Feature = Feature {
         name: "query",
         ns: NS_VERSION,
         scope: Scope::Server,
+        get_only: true,
         handler: |c, _s, req| {
             Box::pin(async move {
-                if !req.is_get() {
-                    c.out
-                        .push(&iq_error(req.iq, StanzaError::new(Condition::BadRequest)));
-                    return Ok(());
-                }
                 let q = Element::new("query", NS_VERSION)
                     .with_child(Element::new("name", NS_VERSION).with_text("presenced"))
                     .with_child(
