@@ -1,11 +1,5 @@
-//! A small element tree for stanzas, the XMPP stream reader built on quick-xml, and
-//! serialisation with escaping.
-//!
-//! The reader enforces RFC 6120 §11's restricted XML (no DTD, comments, processing
-//! instructions or entity references beyond the five predefined ones), a byte budget
-//! per stanza and a nesting depth limit. It is not cancel-safe: one task owns it.
-
-use std::fmt::Write as _;
+//! The XMPP stream reader: the stream header, then one stanza at a time, within
+//! RFC 6120 §11's restricted XML and the configured limits.
 
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
@@ -13,211 +7,12 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, Take};
 
+use super::{Element, NS_STREAM, Node};
+
 /// Bytes read from the connection at a time. Small on purpose: an idle session keeps
 /// this buffer for as long as it lives (memory per session matters more than a few
 /// more reads for large stanzas).
 const READ_BUFFER: usize = 512;
-
-pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
-pub const NS_CLIENT: &str = "jabber:client";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
-    El(Element),
-    Text(String),
-    /// A complete, namespace-declared element already serialised (an extension the
-    /// core carried opaquely); written verbatim. Only [`check_fragment`]ed text goes
-    /// here.
-    Raw(String),
-}
-
-/// An XML element: local name, namespace, attributes (qualified names as written) and
-/// children.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Element {
-    pub name: String,
-    pub ns: String,
-    pub attrs: Vec<(String, String)>,
-    pub children: Vec<Node>,
-}
-
-impl Element {
-    pub fn new(name: &str, ns: &str) -> Self {
-        Element {
-            name: name.into(),
-            ns: ns.into(),
-            ..Default::default()
-        }
-    }
-
-    pub fn attr(&self, k: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn set_attr(&mut self, k: &str, v: impl Into<String>) {
-        let v = v.into();
-        match self.attrs.iter_mut().find(|(a, _)| a == k) {
-            Some(slot) => slot.1 = v,
-            None => self.attrs.push((k.into(), v)),
-        }
-    }
-
-    /// Builder: with an attribute (skipped when `None`).
-    pub fn with_attr(mut self, k: &str, v: impl AttrValue) -> Self {
-        if let Some(v) = v.into_attr() {
-            self.set_attr(k, v);
-        }
-        self
-    }
-
-    pub fn with_child(mut self, c: Element) -> Self {
-        self.children.push(Node::El(c));
-        self
-    }
-
-    pub fn with_text(mut self, t: impl Into<String>) -> Self {
-        self.children.push(Node::Text(t.into()));
-        self
-    }
-
-    pub fn push(&mut self, c: Element) {
-        self.children.push(Node::El(c));
-    }
-
-    pub fn elements(&self) -> impl Iterator<Item = &Element> {
-        self.children.iter().filter_map(|c| match c {
-            Node::El(e) => Some(e),
-            Node::Text(_) | Node::Raw(_) => None,
-        })
-    }
-
-    pub fn child(&self, name: &str, ns: &str) -> Option<&Element> {
-        self.elements().find(|e| e.name == name && e.ns == ns)
-    }
-
-    /// Concatenated text children.
-    pub fn text(&self) -> String {
-        let mut s = String::new();
-        for c in &self.children {
-            if let Node::Text(t) = c {
-                s.push_str(t);
-            }
-        }
-        s
-    }
-
-    /// Text of a child in the same namespace as `self`.
-    pub fn child_text(&self, name: &str) -> Option<String> {
-        self.child(name, &self.ns.clone()).map(|c| c.text())
-    }
-
-    /// Serialise; `xmlns` is written where the namespace differs from the parent's.
-    pub fn write_to(&self, out: &mut String, parent_ns: &str) {
-        out.push('<');
-        out.push_str(&self.name);
-        if self.ns != parent_ns {
-            out.push_str(" xmlns='");
-            escape_into(out, &self.ns);
-            out.push('\'');
-        }
-        for (k, v) in &self.attrs {
-            let _ = write!(out, " {k}='");
-            escape_into(out, v);
-            out.push('\'');
-        }
-        if self.children.is_empty() {
-            out.push_str("/>");
-            return;
-        }
-        out.push('>');
-        for c in &self.children {
-            match c {
-                Node::El(e) => e.write_to(out, &self.ns),
-                Node::Text(t) => escape_into(out, t),
-                Node::Raw(r) => out.push_str(r),
-            }
-        }
-        out.push_str("</");
-        out.push_str(&self.name);
-        out.push('>');
-    }
-
-    /// Serialise standing alone (its namespace declared), dropping attributes whose
-    /// prefix would need a declaration this element does not carry: what the core
-    /// stores and relays as an opaque extension.
-    pub fn to_fragment(&self) -> String {
-        fn clean(e: &Element) -> Element {
-            Element {
-                name: e.name.clone(),
-                ns: e.ns.clone(),
-                attrs: e
-                    .attrs
-                    .iter()
-                    .filter(|(k, _)| !k.contains(':') || k.starts_with("xml:"))
-                    .cloned()
-                    .collect(),
-                children: e
-                    .children
-                    .iter()
-                    .map(|c| match c {
-                        Node::El(x) => Node::El(clean(x)),
-                        other => other.clone(),
-                    })
-                    .collect(),
-            }
-        }
-        let mut s = String::with_capacity(64);
-        clean(self).write_to(&mut s, "");
-        s
-    }
-
-    pub fn push_raw(&mut self, xml: String) {
-        self.children.push(Node::Raw(xml));
-    }
-
-    /// Serialise as a stanza of a `jabber:client` stream.
-    pub fn to_stanza(&self) -> String {
-        let mut s = String::with_capacity(256);
-        self.write_to(&mut s, NS_CLIENT);
-        s
-    }
-}
-
-/// What can be an attribute value (`None` leaves the attribute out).
-pub trait AttrValue {
-    fn into_attr(self) -> Option<String>;
-}
-impl AttrValue for &str {
-    fn into_attr(self) -> Option<String> {
-        Some(self.to_string())
-    }
-}
-impl AttrValue for String {
-    fn into_attr(self) -> Option<String> {
-        Some(self)
-    }
-}
-impl AttrValue for Option<String> {
-    fn into_attr(self) -> Option<String> {
-        self
-    }
-}
-
-pub fn escape_into(out: &mut String, s: &str) {
-    for ch in s.chars() {
-        match ch {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-}
 
 /// The opening `<stream:stream>` a client sent.
 #[derive(Debug, Clone, Default)]
@@ -303,55 +98,6 @@ impl StreamError {
             StreamError::SystemShutdown => "system-shutdown",
             StreamError::UnsupportedStanzaType => "unsupported-stanza-type",
             StreamError::UnsupportedVersion => "unsupported-version",
-        }
-    }
-}
-
-/// Is `s` exactly one well-formed XML element with no DTD, comments or processing
-/// instructions (what an opaque extension must be before it is written verbatim)?
-pub fn check_fragment(s: &str) -> bool {
-    let mut r = quick_xml::Reader::from_str(s);
-    let mut depth = 0usize;
-    let mut roots = 0usize;
-    loop {
-        match r.read_event() {
-            Ok(Event::Start(_)) => {
-                if depth == 0 {
-                    roots += 1;
-                }
-                depth += 1;
-            }
-            Ok(Event::Empty(_)) => {
-                if depth == 0 {
-                    roots += 1;
-                }
-            }
-            Ok(Event::End(_)) => {
-                if depth == 0 {
-                    return false;
-                }
-                depth -= 1;
-            }
-            Ok(Event::Text(t)) => {
-                if depth == 0 && !AsRef::<str>::as_ref(&t).trim().is_empty() {
-                    return false;
-                }
-            }
-            Ok(Event::GeneralRef(g)) => {
-                let name: &str = g.as_ref();
-                let known = matches!(name, "lt" | "gt" | "amp" | "apos" | "quot")
-                    || name.starts_with('#');
-                if depth == 0 || !known {
-                    return false;
-                }
-            }
-            Ok(Event::CData(_)) => {
-                if depth == 0 {
-                    return false;
-                }
-            }
-            Ok(Event::Eof) => return depth == 0 && roots == 1,
-            Ok(_) | Err(_) => return false,
         }
     }
 }
@@ -627,6 +373,7 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xml::NS_CLIENT;
 
     const OPEN: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='ex.org' version='1.0'>";
 
@@ -703,17 +450,5 @@ mod tests {
             let f = frames(input.clone(), limits()).await;
             assert_eq!(f.last(), Some(&Err(want.to_string())), "{input:.80}: {f:?}");
         }
-    }
-
-    #[test]
-    fn escaping_round_trip() {
-        let e = Element::new("message", NS_CLIENT)
-            .with_attr("to", "a'b\"<c>&")
-            .with_child(Element::new("body", NS_CLIENT).with_text("<&>"))
-            .with_child(Element::new("no-store", "urn:xmpp:hints"));
-        assert_eq!(
-            e.to_stanza(),
-            "<message to='a&apos;b&quot;&lt;c&gt;&amp;'><body>&lt;&amp;&gt;</body><no-store xmlns='urn:xmpp:hints'/></message>"
-        );
     }
 }

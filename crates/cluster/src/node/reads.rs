@@ -1,0 +1,77 @@
+//! Reads: local reads, linearizable reads through a read index, and the event feed.
+
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use presenced_model::{Event, State};
+use presenced_proto::raft::ReadIndexRequest;
+use tokio::sync::broadcast;
+
+use super::writes::{remaining, status_to_error};
+use super::{ClusterError, ClusterNode};
+
+impl ClusterNode {
+    /// Read the local replica (may trail the leader by a few milliseconds).
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Read after everything committed before the call is applied here.
+    pub async fn linearizable<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, ClusterError> {
+        self.read_index().await?;
+        Ok(self.read(f))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The index a linearizable read must wait for, with this node caught up to it.
+    pub async fn read_index(&self) -> Result<u64, ClusterError> {
+        self.on_leader(
+            "no leader confirmed a read index",
+            || self.read_index_as_leader(),
+            |addr, deadline| async move {
+                let mut c = self.peer(&addr)?;
+                let mut req = tonic::Request::new(ReadIndexRequest {});
+                req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
+                let index = match c.read_index(req).await {
+                    Ok(r) => r.into_inner().index,
+                    // Asking changes nothing, so any failure to reach the leader is worth a retry.
+                    Err(s) if s.code() == tonic::Code::Unavailable => {
+                        return Err(ClusterError::NotLeader);
+                    }
+                    Err(s) => return Err(status_to_error(s)),
+                };
+                self.raft
+                    .wait(Some(remaining(deadline)))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .map_err(|e| {
+                        ClusterError::Unavailable(format!("catching up to index {index}: {e}"))
+                    })?;
+                Ok(index)
+            },
+        )
+        .await
+    }
+
+    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, ClusterError> {
+        match tokio::time::timeout(self.timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(id)) => Ok(id.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(ClusterError::NotLeader)
+            }
+            Ok(Err(RaftError::APIError(e))) => {
+                Err(ClusterError::Unavailable(format!("no quorum: {e}")))
+            }
+            Ok(Err(RaftError::Fatal(f))) => {
+                Err(ClusterError::Unavailable(format!("raft stopped: {f}")))
+            }
+            Err(_) => Err(ClusterError::Unavailable(format!(
+                "no quorum: leadership not confirmed within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}

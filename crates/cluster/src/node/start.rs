@@ -1,0 +1,119 @@
+//! Opening the store, starting Raft, serving the peer gRPC services and shutting down.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use openraft::{Raft, SnapshotPolicy};
+use presenced_proto::raft::cluster_server::ClusterServer;
+use presenced_proto::raft::raft_server::RaftServer;
+use presenced_storage::{SledStore, Store};
+use tokio::sync::broadcast;
+
+use crate::auth::{AddSecret, CheckSecret};
+use crate::network::Network;
+use crate::service::{ClusterService, RaftService};
+use crate::store::{LogStore, StateMachine};
+
+use super::{ClusterConfig, ClusterError, ClusterNode};
+
+impl ClusterNode {
+    /// Open this node's store and start Raft. The node takes part in the cluster as soon
+    /// as its gRPC server (see [`ClusterNode::grpc`]) runs.
+    pub async fn start(cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(&cfg.data_dir, cfg.cache_bytes).map_err(|e| {
+                ClusterError::Internal(format!(
+                    "cannot open data dir {}: {e}",
+                    cfg.data_dir.display()
+                ))
+            })?,
+        );
+        let (events, _) = broadcast::channel(4096);
+        let committed = Arc::new(AtomicU64::new(0));
+        let applied = Arc::new(AtomicU64::new(0));
+        let (sm, state) = StateMachine::open(store.clone(), events.clone(), applied.clone())
+            .map_err(|e| {
+                ClusterError::Internal(format!(
+                    "cannot load state from {}: {e}",
+                    cfg.data_dir.display()
+                ))
+            })?;
+        if let Some(d) = state.read().unwrap_or_else(|p| p.into_inner()).domain()
+            && d != cfg.domain
+        {
+            return Err(ClusterError::Invalid(format!(
+                "data dir {} belongs to domain {d}, but the config says {}",
+                cfg.data_dir.display(),
+                cfg.domain
+            )));
+        }
+        let log = LogStore::new(store.clone(), committed.clone());
+        let t = &cfg.raft;
+        let config = openraft::Config {
+            cluster_name: format!("presenced-{}", cfg.domain),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_min_ms,
+            election_timeout_max: t.election_max_ms,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 512,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+            max_in_snapshot_log_to_keep: t.keep_logs,
+            snapshot_max_chunk_size: 1024 * 1024,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Invalid(format!("raft settings: {e}")))?;
+        let secret = AddSecret::new(&cfg.secret).map_err(ClusterError::Invalid)?;
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(config),
+            Network {
+                secret: secret.clone(),
+            },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ClusterError::Internal(format!("raft start: {e}")))?;
+        let node = Arc::new_cyclic(|me| ClusterNode {
+            batcher: crate::batcher::Batcher::start(me.clone()),
+            id: cfg.node_id,
+            domain: cfg.domain.clone(),
+            advertise: cfg.advertise.clone(),
+            raft,
+            state,
+            events,
+            committed,
+            applied,
+            check: CheckSecret::new(&cfg.secret),
+            secret,
+            peers: Mutex::new(HashMap::new()),
+            membership_lock: tokio::sync::Mutex::new(()),
+            timeout: cfg.timeout,
+            store,
+        });
+        node.spawn_metrics();
+        Ok(node)
+    }
+
+    /// The gRPC services peers call (Raft transport and cluster helpers), guarded by the
+    /// cluster secret.
+    pub fn grpc(self: &Arc<Self>) -> tonic::transport::server::Router {
+        let raft = RaftServer::with_interceptor(RaftService(self.clone()), self.check.clone());
+        let cluster =
+            ClusterServer::with_interceptor(ClusterService(self.clone()), self.check.clone());
+        tonic::transport::Server::builder()
+            .add_service(raft)
+            .add_service(cluster)
+    }
+
+    pub fn secret_check(&self) -> CheckSecret {
+        self.check.clone()
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        let _ = self.store.flush();
+    }
+}

@@ -1,0 +1,105 @@
+//! Health, status and metrics of this node.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::RaftMetrics;
+use presenced_proto::raft::{NodeStatusReply, NodeStatusRequest};
+
+use crate::{Node, NodeId};
+
+use super::ClusterNode;
+
+impl ClusterNode {
+    /// openraft's own metrics (they stay inside this crate; others use `local_status`).
+    pub(crate) fn metrics(&self) -> RaftMetrics<NodeId, Node> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Ready: a leader is known and this node has applied everything it knows committed.
+    pub fn health(&self) -> Result<(), String> {
+        let m = self.metrics();
+        if let Err(e) = &m.running_state {
+            return Err(format!("raft stopped: {e}"));
+        }
+        let Some(leader) = m.current_leader else {
+            return Err("no leader known".into());
+        };
+        let applied = self.applied.load(Ordering::Relaxed);
+        let committed = self.committed.load(Ordering::Relaxed);
+        if applied < committed {
+            return Err(format!(
+                "applying: {applied} of {committed} committed entries"
+            ));
+        }
+        if self.read(|s| s.domain().is_none()) {
+            return Err(format!("cluster not initialised (leader {leader})"));
+        }
+        Ok(())
+    }
+
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    pub fn local_status(&self) -> NodeStatusReply {
+        let m = self.metrics();
+        NodeStatusReply {
+            id: self.id,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            current_leader: m.current_leader.unwrap_or(0),
+            has_leader: m.current_leader.is_some(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Ask a peer for its status (short timeout: used to tell who answers).
+    pub async fn peer_status(&self, addr: &str) -> Result<NodeStatusReply, String> {
+        let mut c = self.peer(addr).map_err(|e| e.to_string())?;
+        let mut req = tonic::Request::new(NodeStatusRequest {});
+        req.set_timeout(Duration::from_millis(800));
+        match tokio::time::timeout(Duration::from_secs(1), c.node_status(req)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(s.message().to_string()),
+            Err(_) => Err("no answer within 1s".into()),
+        }
+    }
+
+    pub(super) fn spawn_metrics(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let mut rx = self.raft.metrics();
+        tokio::spawn(async move {
+            loop {
+                let Some(node) = weak.upgrade() else { return };
+                {
+                    let m = rx.borrow_and_update().clone();
+                    metrics::gauge!("presenced_raft_term").set(m.current_term as f64);
+                    metrics::gauge!("presenced_raft_last_log_index")
+                        .set(m.last_log_index.unwrap_or(0) as f64);
+                    metrics::gauge!("presenced_raft_applied_index")
+                        .set(node.applied_index() as f64);
+                    metrics::gauge!("presenced_raft_commit_index")
+                        .set(node.committed_index() as f64);
+                    metrics::gauge!("presenced_raft_is_leader")
+                        .set(f64::from(u8::from(m.current_leader == Some(node.id))));
+                    metrics::gauge!("presenced_raft_members")
+                        .set(m.membership_config.membership().nodes().count() as f64);
+                    metrics::gauge!("presenced_storage_bytes")
+                        .set(node.store.size_on_disk() as f64);
+                    metrics::gauge!("presenced_users").set(node.read(|s| s.user_count()) as f64);
+                }
+                drop(node);
+                // Wake on change, and at least every second (commit/applied move without it).
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,198 @@
+//! Persistence: the changed records after an apply, the full record list of a
+//! snapshot, loading from records, and the record value encoding.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::roster::{Roster, RosterItem};
+
+use super::{Account, Key, LoadError, OfflineMessage, OfflineQueue, State, UserData};
+
+impl State {
+    fn value_of(&self, key: &Key) -> Option<Vec<u8>> {
+        match key {
+            Key::Meta => Some(json(&self.meta)),
+            Key::Settings => Some(json(&self.settings)),
+            Key::Account(u) => self.users.get(u).map(|d| json(&d.account)),
+            Key::Version(u) => self.users.get(u).map(|d| json(&d.roster.version)),
+            Key::Item(u, j) => self
+                .users
+                .get(u)
+                .and_then(|d| d.roster.items.get(j))
+                .map(json),
+            Key::PendingIn(u, j) => self
+                .users
+                .get(u)
+                .filter(|d| d.roster.pending_in.contains(j))
+                .map(|_| b"1".to_vec()),
+            Key::OfflineNext(u) => self.users.get(u).map(|d| json(&d.offline.next_seq)),
+            Key::Offline(u, s) => self
+                .users
+                .get(u)
+                .and_then(|d| d.offline.messages.get(s))
+                .map(json),
+        }
+    }
+
+    /// The records changed since the last call: `(key, Some(value))` to write,
+    /// `(key, None)` to delete.
+    pub fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .map(|k| (k.encode(), self.value_of(&k)))
+            .collect()
+    }
+
+    /// Every record of the state, in key order: the snapshot format.
+    pub fn records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut keys = vec![Key::Meta, Key::Settings];
+        for (u, d) in &self.users {
+            keys.push(Key::Account(u.clone()));
+            keys.push(Key::Version(u.clone()));
+            keys.extend(
+                d.roster
+                    .items
+                    .keys()
+                    .map(|j| Key::Item(u.clone(), j.clone())),
+            );
+            keys.extend(
+                d.roster
+                    .pending_in
+                    .iter()
+                    .map(|j| Key::PendingIn(u.clone(), j.clone())),
+            );
+            keys.push(Key::OfflineNext(u.clone()));
+            keys.extend(
+                d.offline
+                    .messages
+                    .keys()
+                    .map(|s| Key::Offline(u.clone(), *s)),
+            );
+        }
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .iter()
+            .filter_map(|k| self.value_of(k).map(|v| (k.encode(), v)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Rebuild a state from records (as written by `take_changes` or `records`).
+    pub fn load<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(
+        records: I,
+    ) -> Result<State, LoadError> {
+        let mut s = State::default();
+        let mut accounts = BTreeMap::new();
+        let mut rest = Vec::new();
+        for (k, v) in records {
+            let bad = |reason: String| LoadError {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason,
+            };
+            let key = Key::decode(&k).ok_or_else(|| bad("unknown key".into()))?;
+            let de = |reason: serde_json::Error| bad(reason.to_string());
+            match key {
+                Key::Meta => s.meta = record(&v).map_err(de)?,
+                Key::Settings => s.settings = record(&v).map_err(de)?,
+                Key::Account(u) => {
+                    accounts.insert(u, record::<Account>(&v).map_err(de)?);
+                }
+                other => rest.push((other, v, String::from_utf8_lossy(&k).into_owned())),
+            }
+        }
+        for (u, account) in accounts {
+            s.users.insert(
+                u,
+                UserData {
+                    account,
+                    roster: Roster::default(),
+                    offline: OfflineQueue::default(),
+                },
+            );
+        }
+        for (key, v, raw) in rest {
+            let bad = |reason: String| LoadError {
+                key: raw.clone(),
+                reason,
+            };
+            let orphan = || bad("record of an unknown account".into());
+            let de = |e: serde_json::Error| bad(e.to_string());
+            match key {
+                Key::Version(u) => {
+                    s.users.get_mut(&u).ok_or_else(orphan)?.roster.version =
+                        record(&v).map_err(de)?
+                }
+                Key::Item(u, j) => {
+                    let item: RosterItem = record(&v).map_err(de)?;
+                    s.users
+                        .get_mut(&u)
+                        .ok_or_else(orphan)?
+                        .roster
+                        .items
+                        .insert(j, item);
+                }
+                Key::PendingIn(u, j) => {
+                    s.users
+                        .get_mut(&u)
+                        .ok_or_else(orphan)?
+                        .roster
+                        .pending_in
+                        .insert(j);
+                }
+                Key::OfflineNext(u) => {
+                    s.users.get_mut(&u).ok_or_else(orphan)?.offline.next_seq =
+                        record(&v).map_err(de)?
+                }
+                Key::Offline(u, seq) => {
+                    let m: OfflineMessage = record(&v).map_err(de)?;
+                    s.users
+                        .get_mut(&u)
+                        .ok_or_else(orphan)?
+                        .offline
+                        .messages
+                        .insert(seq, m);
+                }
+                Key::Meta | Key::Settings | Key::Account(_) => {}
+            }
+        }
+        s.rebuild_index();
+        Ok(s)
+    }
+
+    pub(super) fn rebuild_index(&mut self) {
+        let mut idx: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (owner, d) in &self.users {
+            for jid in d.roster.items.keys() {
+                if let Some(c) = self.local_user(jid) {
+                    idx.entry(c.to_string()).or_default().insert(owner.clone());
+                }
+            }
+        }
+        self.listed_by = idx;
+    }
+}
+
+/// A record's value: serializing these plain data types cannot fail.
+/// The format tag this release writes in front of every state record. Records of
+/// the first release have none (they start with JSON's own first byte, never 2).
+pub const RECORD_FORMAT: u8 = 2;
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_FORMAT];
+    serde_json::to_writer(&mut out, v).expect("serializable");
+    out
+}
+
+/// Decode a state record of this release or the previous one. New optional fields
+/// of a record carry `#[serde(default)]`; unknown fields are ignored.
+fn record<'a, T: Deserialize<'a>>(v: &'a [u8]) -> Result<T, serde_json::Error> {
+    match v.first() {
+        Some(&RECORD_FORMAT) => serde_json::from_slice(&v[1..]),
+        Some(&f) if f < b' ' => Err(serde::de::Error::custom(format!(
+            "record format {f} is newer than this node reads"
+        ))),
+        _ => serde_json::from_slice(v),
+    }
+}
