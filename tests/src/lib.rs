@@ -471,6 +471,22 @@ pub fn with_secret(mut r: tonic::Request<()>) -> Result<tonic::Request<()>, toni
 }
 
 impl Cluster {
+    /// A 3-node cluster with these accounts (one password for all) and extra
+    /// configuration for every node.
+    pub fn with_users(users: &[&str], password: &str, extra: &str) -> Cluster {
+        let c = Cluster::start_with(
+            3,
+            Opts {
+                extra: extra.to_string(),
+                ..Opts::default()
+            },
+        );
+        for u in users {
+            c.ctl(0, &["user", "add", u, "--password", password]).ok();
+        }
+        c
+    }
+
     /// A gRPC channel to node `i`'s cluster port (Raft, Cluster and Peer services).
     pub async fn cluster_channel(&self, i: usize) -> tonic::transport::Channel {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.nodes[i].cluster_addr()))
