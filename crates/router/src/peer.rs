@@ -167,23 +167,26 @@ async fn connect(router: &Router, addr: &str) -> Result<Client, String> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-fn frame(me: NodeId, epoch: u64, events: &[PeerEvent]) -> Frame {
+fn frame(router: &Router, epoch: u64, format: u32, events: &[PeerEvent]) -> Frame {
     Frame {
-        from_node: me,
+        from_node: router.node_id(),
         epoch,
-        events: crate::wire::encode(events),
-        format: crate::wire::FORMAT,
+        events: crate::wire::encode_for(format, router.domains(), events),
+        format,
     }
 }
 
 async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Receiver<PeerEvent>) {
-    let me = router.node_id();
     let heartbeat = router.inner.cfg.peer_heartbeat;
     let mut backoff = Duration::from_millis(100);
+    // This release's format, until the peer refuses it (a peer one release older).
+    let mut format = crate::wire::FORMAT;
     loop {
         let mut client = match connect(&router, &addr).await {
             Ok(c) => c,
             Err(e) => {
+                // It may come back upgraded: start over with this release's format.
+                format = crate::wire::FORMAT;
                 tracing::debug!(peer, %addr, "peer link: cannot connect: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -194,7 +197,7 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
         let (ftx, frx) = mpsc::channel::<Frame>(64);
         // The hello goes first; events queued meanwhile follow it, so the peer's copy
         // converges on this node's directory.
-        let _ = ftx.send(frame(me, epoch, &[router.hello()])).await;
+        let _ = ftx.send(frame(&router, epoch, format, &[router.hello()])).await;
         let call = tokio::spawn(async move {
             client
                 .link(tokio_stream::wrappers::ReceiverStream::new(frx))
@@ -208,7 +211,16 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
                 r = &mut call => {
                     match r {
                         Ok(Ok(_)) => tracing::info!(peer, "peer link closed by the peer"),
-                        Ok(Err(s)) => tracing::info!(peer, "peer link failed: {}", s.message()),
+                        Ok(Err(s)) => {
+                            tracing::info!(peer, "peer link failed: {}", s.message());
+                            let refused = (s.code() == tonic::Code::InvalidArgument).then(|| s.message());
+                            let next = crate::wire::next_format(format, refused);
+                            if next != format {
+                                tracing::warn!(peer, format = next, "peer reads only the previous peer-link format: speaking it until it is upgraded");
+                                metrics::counter!("presenced_peer_format_fallbacks_total").increment(1);
+                                format = next;
+                            }
+                        }
                         Err(e) => tracing::info!(peer, "peer link task failed: {e}"),
                     }
                     break;
@@ -228,7 +240,7 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
                         Err(_) => batch.push(PeerEvent::Heartbeat),
                     }
                     metrics::histogram!("presenced_peer_batch_events").record(batch.len() as f64);
-                    let f = frame(me, epoch, &batch);
+                    let f = frame(&router, epoch, format, &batch);
                     batch.clear();
                     if ftx.send(f).await.is_err() {
                         break;

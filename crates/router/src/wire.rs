@@ -209,3 +209,201 @@ pub fn decode_v1(domains: &Domains, bytes: &[u8]) -> Result<Vec<PeerEvent>, Stri
     }
     Ok(out)
 }
+
+/// Write a batch in the previous release's format, for a peer that has not been
+/// upgraded yet (it refuses format 2). What that format cannot say is left out:
+/// queries between endpoints (the old peer does not route them), extension payloads,
+/// activities beyond XMPP's five (sent as their XMPP rendering).
+pub fn encode_v1(domains: &Domains, events: &[PeerEvent]) -> Vec<u8> {
+    use serde_json::{Value, json};
+    let render = |a: &crate::Address| -> String {
+        use crate::Address as A;
+        match a {
+            A::Server => domains.users.clone(),
+            A::Local(l) => match &l.endpoint {
+                Some(r) => format!("{}@{}/{r}", l.user, domains.users),
+                None => format!("{}@{}", l.user, domains.users),
+            },
+            A::Room { room, nick } => {
+                let d = domains.rooms.as_deref().unwrap_or(&domains.users);
+                match nick {
+                    Some(n) => format!("{room}@{d}/{n}"),
+                    None => format!("{room}@{d}"),
+                }
+            }
+            A::Remote(r) => {
+                let mut s = r.local.as_ref().map(|l| format!("{l}@")).unwrap_or_default();
+                s.push_str(&r.domain);
+                if let Some(res) = &r.resource {
+                    s.push('/');
+                    s.push_str(res);
+                }
+                s
+            }
+        }
+    };
+    let avail = |a: &Availability| -> Value {
+        let show = match a.activity {
+            Activity::Available => "online",
+            Activity::Chatty => "chat",
+            Activity::Away | Activity::OnThePhone | Activity::InMeeting => "away",
+            Activity::ExtendedAway => "xa",
+            Activity::Busy => "dnd",
+        };
+        json!({"show": show, "status": a.note, "priority": a.preference})
+    };
+    let mut out: Vec<Value> = Vec::with_capacity(events.len());
+    for ev in events {
+        out.push(match ev {
+            PeerEvent::Hello { sessions } => json!({"e": "hello", "sessions": sessions.iter().map(|s| json!({
+                "user": s.user, "resource": s.resource, "sid": s.sid,
+                "avail": s.avail.as_ref().map(avail),
+            })).collect::<Vec<_>>()}),
+            PeerEvent::Up {
+                user,
+                resource,
+                sid,
+            } => json!({"e": "up", "user": user, "resource": resource, "sid": sid}),
+            PeerEvent::Presence {
+                user,
+                resource,
+                avail: a,
+                ..
+            } => json!({"e": "presence", "user": user, "resource": resource,
+                        "avail": a.as_ref().map(avail)}),
+            PeerEvent::Down {
+                user,
+                resource,
+                sid,
+            } => json!({"e": "down", "user": user, "resource": resource, "sid": sid}),
+            PeerEvent::Heartbeat => json!({"e": "heartbeat"}),
+            PeerEvent::Deliver {
+                user,
+                resource,
+                delivery,
+            } => {
+                let d = match delivery {
+                    Delivery::Presence { from, state } => {
+                        let state = match state {
+                            PresenceState::Available(a) => json!({"available": avail(a)}),
+                            _ => json!("unavailable"),
+                        };
+                        json!({"d": "presence", "from": render(from), "state": state})
+                    }
+                    Delivery::Subscription { from, kind } => {
+                        json!({"d": "subscription", "from": render(from), "kind": kind})
+                    }
+                    Delivery::Message(m) => json!({
+                        "d": "message", "from": render(&m.from), "to": render(&m.to),
+                        "id": m.id, "kind": m.kind, "body": m.body, "subject": m.subject,
+                        "thread": m.thread,
+                        "addresses": m.recipients.iter().map(|r| json!({
+                            "kind": match &r.kind {
+                                crate::RecipientKind::To => "to",
+                                crate::RecipientKind::Cc => "cc",
+                                crate::RecipientKind::Bcc => "bcc",
+                                crate::RecipientKind::Other(o) => o.as_str(),
+                            },
+                            "jid": render(&r.address), "delivered": r.delivered,
+                        })).collect::<Vec<_>>(),
+                        "delay": m.delay.as_ref().map(|d| json!({"stamp_ms": d.stamp_ms, "from": domains.users})),
+                        "no_store": m.no_store,
+                    }),
+                    Delivery::RosterPush { jid, item, version } => {
+                        json!({"d": "roster_push", "jid": jid, "item": item, "version": version})
+                    }
+                    Delivery::Replaced => json!({"d": "replaced"}),
+                    Delivery::Close { reason } => json!({"d": "close", "reason": reason}),
+                    Delivery::Query(_) => continue,
+                };
+                json!({"e": "deliver", "user": user, "resource": resource, "delivery": d})
+            }
+        });
+    }
+    serde_json::to_vec(&out).expect("JSON values serialise")
+}
+
+/// The format to speak to a peer next, given how its last link ended: a peer that
+/// refused this release's frames as undecodable is of the previous release.
+pub fn next_format(current: u32, refusal: Option<&str>) -> u32 {
+    match refusal {
+        Some(m) if current == FORMAT && (m.contains("undecodable frame") || m.contains("newer")) => 0,
+        _ => current,
+    }
+}
+
+pub fn encode_for(format: u32, domains: &Domains, events: &[PeerEvent]) -> Vec<u8> {
+    if format == FORMAT {
+        encode(events)
+    } else {
+        encode_v1(domains, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Address, Message, MessageKind};
+
+    fn domains() -> Domains {
+        Domains {
+            users: "example.test".into(),
+            rooms: None,
+        }
+    }
+
+    #[test]
+    fn the_previous_format_round_trips_what_it_can_say() {
+        let a = Availability {
+            activity: Activity::Away,
+            note: Some("lunch".into()),
+            preference: 3,
+            extensions: vec![],
+        };
+        let mut m = Message::new(Address::user("bob"));
+        m.from = Address::endpoint("alice", "a");
+        m.kind = MessageKind::Chat;
+        m.body = Some("hi".into());
+        let events = vec![
+            PeerEvent::Hello {
+                sessions: vec![SessionInfo {
+                    user: "alice".into(),
+                    resource: "a".into(),
+                    sid: 7,
+                    avail: Some(a.clone()),
+                }],
+            },
+            PeerEvent::Presence {
+                user: "alice".into(),
+                resource: "a".into(),
+                avail: None,
+                note: None,
+            },
+            PeerEvent::Deliver {
+                user: "bob".into(),
+                resource: "b".into(),
+                delivery: Delivery::Message(Box::new(m.clone())),
+            },
+            PeerEvent::Deliver {
+                user: "bob".into(),
+                resource: "b".into(),
+                delivery: Delivery::Presence {
+                    from: Address::endpoint("alice", "a"),
+                    state: PresenceState::Available(a.clone()),
+                },
+            },
+            PeerEvent::Heartbeat,
+        ];
+        let back = decode(0, &domains(), &encode_v1(&domains(), &events)).unwrap();
+        let text = |v: &[PeerEvent]| serde_json::to_string(v).unwrap();
+        assert_eq!(text(&back), text(&events));
+    }
+
+    #[test]
+    fn a_peer_refusing_this_format_is_spoken_to_in_the_previous_one() {
+        assert_eq!(next_format(FORMAT, Some("undecodable frame: unknown field")), 0);
+        assert_eq!(next_format(FORMAT, Some("connection reset")), FORMAT);
+        assert_eq!(next_format(FORMAT, None), FORMAT);
+        assert_eq!(next_format(0, Some("undecodable frame")), 0);
+    }
+}
