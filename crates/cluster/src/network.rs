@@ -79,7 +79,8 @@ impl PeerClient {
                 )));
             }
         };
-        let data = crate::format::wire(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data =
+            crate::format::wire(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftBytes {
             data,
             format: crate::format::WIRE,

@@ -506,7 +506,13 @@ mod tests {
             assert_eq!(back, t, "{} survives a reload", def.key);
             // Every other key is untouched.
             for d in SETTINGS.iter().filter(|d| d.key != def.key) {
-                assert_eq!(t.get(d.key), defaults.get(d.key), "{} moved {}", def.key, d.key);
+                assert_eq!(
+                    t.get(d.key),
+                    defaults.get(d.key),
+                    "{} moved {}",
+                    def.key,
+                    d.key
+                );
             }
         }
     }

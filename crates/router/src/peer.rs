@@ -197,7 +197,9 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
         let (ftx, frx) = mpsc::channel::<Frame>(64);
         // The hello goes first; events queued meanwhile follow it, so the peer's copy
         // converges on this node's directory.
-        let _ = ftx.send(frame(&router, epoch, format, &[router.hello()])).await;
+        let _ = ftx
+            .send(frame(&router, epoch, format, &[router.hello()]))
+            .await;
         let call = tokio::spawn(async move {
             client
                 .link(tokio_stream::wrappers::ReceiverStream::new(frx))

@@ -232,7 +232,11 @@ pub fn encode_v1(domains: &Domains, events: &[PeerEvent]) -> Vec<u8> {
                 }
             }
             A::Remote(r) => {
-                let mut s = r.local.as_ref().map(|l| format!("{l}@")).unwrap_or_default();
+                let mut s = r
+                    .local
+                    .as_ref()
+                    .map(|l| format!("{l}@"))
+                    .unwrap_or_default();
                 s.push_str(&r.domain);
                 if let Some(res) = &r.resource {
                     s.push('/');
@@ -327,7 +331,11 @@ pub fn encode_v1(domains: &Domains, events: &[PeerEvent]) -> Vec<u8> {
 /// refused this release's frames as undecodable is of the previous release.
 pub fn next_format(current: u32, refusal: Option<&str>) -> u32 {
     match refusal {
-        Some(m) if current == FORMAT && (m.contains("undecodable frame") || m.contains("newer")) => 0,
+        Some(m)
+            if current == FORMAT && (m.contains("undecodable frame") || m.contains("newer")) =>
+        {
+            0
+        }
         _ => current,
     }
 }
@@ -401,7 +409,10 @@ mod tests {
 
     #[test]
     fn a_peer_refusing_this_format_is_spoken_to_in_the_previous_one() {
-        assert_eq!(next_format(FORMAT, Some("undecodable frame: unknown field")), 0);
+        assert_eq!(
+            next_format(FORMAT, Some("undecodable frame: unknown field")),
+            0
+        );
         assert_eq!(next_format(FORMAT, Some("connection reset")), FORMAT);
         assert_eq!(next_format(FORMAT, None), FORMAT);
         assert_eq!(next_format(0, Some("undecodable frame")), 0);
