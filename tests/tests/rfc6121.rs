@@ -226,19 +226,18 @@ fn iqs_to_full_jids_are_routed_across_nodes() {
         has_child(&d, "{http://jabber.org/protocol/disco#info}query"),
         "{d}"
     );
-    for (to, id) in [(full("bob", "ghost"), "p2")] {
-        alice.send(ping(&to, id));
-        alice.expect(
-            "service-unavailable for a resource that is not there",
-            T,
-            |e| {
-                is_stanza(e, "iq")
-                    && e["id"] == id
-                    && e["error"] == "service-unavailable"
-                    && e["from"] == to.as_str()
-            },
-        );
-    }
+    let ghost = full("bob", "ghost");
+    alice.send(ping(&ghost, "p2"));
+    alice.expect(
+        "service-unavailable for a resource that is not there",
+        T,
+        |e| {
+            is_stanza(e, "iq")
+                && e["id"] == "p2"
+                && e["error"] == "service-unavailable"
+                && e["from"] == ghost.as_str()
+        },
+    );
     // carol may not see bob: the answer is the same as for a missing resource.
     carol.send(ping(&full("bob", "b"), "p3"));
     carol.expect("service-unavailable for a user one may not see", T, |e| {
@@ -428,4 +427,42 @@ fn presencectl_roster_remove_notifies_both_clients() {
         });
     }
     bob.expect_unavailable(&full("alice", "a"), T);
+}
+
+/// Everything for another domain passes `route_remote` and `policy::egress`, which
+/// refuses while federation does not exist: the sender gets `remote-server-not-found`
+/// for what it can be told about, and presence for a remote watcher goes nowhere.
+#[test]
+fn everything_for_another_domain_is_refused_by_egress() {
+    let c = cluster(&["alice"]);
+    // A remote contact watching alice (an operator's add leaves the request pending).
+    c.ctl(0, &["roster", "add", "alice", "friend@other.test"])
+        .ok();
+    let mut alice = traced(&c, 0, "alice", "a");
+    let refused = |c: &Cluster| {
+        presenced_e2e::metric(&c.metrics(0), "presenced_egress_total{verdict=\"refused\"}")
+            .unwrap_or(0.0)
+    };
+    let before = refused(&c);
+    alice.send(json!({"cmd": "message", "to": "friend@other.test", "body": "hi", "type": "chat"}));
+    alice.expect("remote-server-not-found for a message", T, |e| {
+        e["ev"] == "message" && e["type"] == "error" && e["error"] == "remote-server-not-found"
+    });
+    alice.send(json!({"cmd": "raw", "xml": "<iq type='get' id='r1' to='friend@other.test/x'><ping xmlns='urn:xmpp:ping'/></iq>"}));
+    alice.expect("remote-server-not-found for an iq", T, |e| {
+        is_stanza(e, "iq") && e["id"] == "r1" && e["error"] == "remote-server-not-found"
+    });
+    alice.send(json!({"cmd": "presence", "to": "friend@other.test", "status": "directed"}));
+    alice.available();
+    alice.expect("own presence", T, |e| {
+        is_stanza(e, "presence") && e["from"] == full("alice", "a")
+    });
+    let deadline = std::time::Instant::now() + T;
+    while refused(&c) < before + 3.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "egress asked for each event"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -18,25 +18,18 @@ pub(crate) async fn add_node(
     svc: &AdminService,
     r: NodeRequest,
 ) -> Result<MembershipReply, Status> {
-    let n = r;
-    let v = svc
-        .node
-        .change_membership(MembershipChange::Add(n.id, n.addr))
-        .await
-        .map_err(cluster)?;
-    Ok(membership_reply(v))
+    change(svc, MembershipChange::Add(r.id, r.addr)).await
 }
 
 pub(crate) async fn remove_node(
     svc: &AdminService,
     r: NodeRequest,
 ) -> Result<MembershipReply, Status> {
-    let n = r;
-    let v = svc
-        .node
-        .change_membership(MembershipChange::Remove(n.id))
-        .await
-        .map_err(cluster)?;
+    change(svc, MembershipChange::Remove(r.id)).await
+}
+
+async fn change(svc: &AdminService, c: MembershipChange) -> Result<MembershipReply, Status> {
+    let v = svc.node.change_membership(c).await.map_err(cluster)?;
     Ok(membership_reply(v))
 }
 

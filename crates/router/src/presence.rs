@@ -66,7 +66,7 @@ impl Router {
         for (viewer, seen) in watchers_of(state, owner, &()) {
             let Some(vu) = state.local_user(&viewer) else {
                 if origin {
-                    self.presence_out(Some(owner), &viewer, real, seen);
+                    self.presence_out(state, Some(owner), &viewer, real, seen);
                 }
                 continue;
             };
@@ -111,7 +111,7 @@ impl Router {
             Address::Remote(_) => {
                 if let Ok(jid) = self.jid_of_addr(&to.bare()) {
                     let seen = visibility(state, owner, &jid, ctx);
-                    self.presence_out(Some(owner), &jid, real, seen);
+                    self.presence_out(state, Some(owner), &jid, real, seen);
                 }
                 return;
             }

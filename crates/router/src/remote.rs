@@ -7,9 +7,12 @@ use presenced_policy::{Egress, EgressRefusal, Outbound, OutboundKind, egress};
 use super::*;
 
 impl Router {
-    /// Hand one event to another domain, if policy lets it leave.
+    /// Hand one event to another domain, if policy lets it leave. `state` is the
+    /// replica the caller already reads (fan-out runs inside a read: taking the lock
+    /// again there could wait behind a queued writer).
     pub(crate) fn route_remote(
         &self,
+        state: &State,
         from_user: Option<&str>,
         domain: &str,
         kind: OutboundKind,
@@ -19,7 +22,7 @@ impl Router {
             domain,
             kind,
         };
-        let verdict = self.read(|s| egress(s, &ev));
+        let verdict = egress(state, &ev);
         metrics::counter!("presenced_egress_total", "verdict" => match verdict {
             Egress::Send => "send",
             Egress::SendUnavailable => "send_unavailable",
@@ -39,17 +42,17 @@ impl Router {
 
     pub(crate) fn message_out(&self, msg: &Message, to: &RemoteAddress) -> Result<(), RouteError> {
         let from = msg.from.local().map(|l| l.user.as_str());
-        self.route_remote(from, &to.domain, OutboundKind::Message)
+        self.read(|s| self.route_remote(s, from, &to.domain, OutboundKind::Message))
     }
 
     pub(crate) fn query_out(&self, from_user: &str, to: &RemoteAddress) -> Result<(), RouteError> {
-        self.route_remote(Some(from_user), &to.domain, OutboundKind::Query)
+        self.read(|s| self.route_remote(s, Some(from_user), &to.domain, OutboundKind::Query))
     }
 
     pub(crate) fn probe_out(&self, from_user: &str, to: &Address) -> Result<(), RouteError> {
         match to {
             Address::Remote(r) => {
-                self.route_remote(Some(from_user), &r.domain, OutboundKind::Probe)
+                self.read(|s| self.route_remote(s, Some(from_user), &r.domain, OutboundKind::Probe))
             }
             _ => Ok(()),
         }
@@ -60,6 +63,7 @@ impl Router {
     /// presence errors are not answered.
     pub(crate) fn presence_out(
         &self,
+        state: &State,
         owner: Option<&str>,
         viewer: &str,
         real: &Presence,
@@ -75,7 +79,7 @@ impl Router {
             (Seen::Available, Presence::Available(_)) => OutboundKind::Availability,
             _ => OutboundKind::Unavailable,
         };
-        if let Err(e) = self.route_remote(owner, &r.domain, kind) {
+        if let Err(e) = self.route_remote(state, owner, &r.domain, kind) {
             tracing::trace!(viewer, "presence not sent out: {e}");
         }
     }
@@ -85,10 +89,10 @@ impl Router {
         let Address::Remote(r) = self.addr_of_jid(to) else {
             return;
         };
-        let from_user = self.read(|s| s.local_user(from).map(str::to_string));
-        if let Err(e) =
-            self.route_remote(from_user.as_deref(), &r.domain, OutboundKind::Subscription)
-        {
+        let res = self.read(|s| {
+            self.route_remote(s, s.local_user(from), &r.domain, OutboundKind::Subscription)
+        });
+        if let Err(e) = res {
             tracing::debug!(to, "subscription notice not sent out: {e}");
         }
     }
