@@ -152,6 +152,13 @@ impl Admin for AdminService {
         traced("user_policy", users::policy(self, r.into_inner())).await
     }
 
+    async fn user_import(
+        &self,
+        r: Request<UserImportRequest>,
+    ) -> Result<Response<UserImportReply>, Status> {
+        traced("user_import", users::import(self, r.into_inner())).await
+    }
+
     async fn roster_show(&self, r: Request<UserRequest>) -> Result<Response<RosterReply>, Status> {
         traced("roster_show", roster::show(self, r.into_inner())).await
     }

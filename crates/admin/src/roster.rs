@@ -1,6 +1,6 @@
 //! Rosters: showing them, adding contacts in bulk and removing contacts.
 
-use presenced_model::{Command, NewContact, Refusal, Reply, names};
+use presenced_model::{Command, NewContact, Refusal, Reply, State, names};
 use presenced_proto::admin::*;
 use tonic::Status;
 
@@ -67,21 +67,44 @@ pub(crate) async fn add(svc: &AdminService, r: RosterAddRequest) -> Result<Roste
         }
     }
     let mut added = Vec::new();
+    let mut unchanged = Vec::new();
     if !valid.is_empty() {
+        // Which entries are already in place, for the report only: the state machine
+        // decides what is added (re-adding an item as it is changes nothing there).
+        let already: Vec<bool> = svc
+            .node
+            .linearizable(|s| valid.iter().map(|c| in_place(s, c)).collect())
+            .await
+            .map_err(cluster)?;
+        let asked: Vec<(String, String)> = valid
+            .iter()
+            .map(|c| (c.user.clone(), c.contact.clone()))
+            .collect();
         match svc.apply(Command::AddContacts { entries: valid }).await? {
             Reply::Contacts {
                 added: a,
                 refused: r,
             } => {
-                added = a
-                    .into_iter()
-                    .map(|(user, contact)| ContactEntry {
+                // `a` is the accepted entries, in request order: walk the request
+                // alongside to tell the new ones from those that were in place.
+                let mut next = asked.iter().zip(&already);
+                for (user, contact) in a {
+                    let was = next
+                        .by_ref()
+                        .find(|((u, c), _)| *u == user && *c == contact)
+                        .is_some_and(|(_, was)| *was);
+                    let e = ContactEntry {
                         user,
                         contact,
                         name: String::new(),
                         group: String::new(),
-                    })
-                    .collect();
+                    };
+                    if was {
+                        unchanged.push(e);
+                    } else {
+                        added.push(e);
+                    }
+                }
                 refused.extend(r.into_iter().map(|r| Refused {
                     user: r.user,
                     contact: r.contact,
@@ -92,7 +115,31 @@ pub(crate) async fn add(svc: &AdminService, r: RosterAddRequest) -> Result<Roste
             other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
         }
     }
-    Ok(RosterAddReply { added, refused })
+    Ok(RosterAddReply {
+        added,
+        refused,
+        unchanged,
+    })
+}
+
+/// Whether adding `c` would change nothing: the user already sees the contact (or, for
+/// a contact in another domain, asked to) and the name and group asked for are the
+/// ones the item has.
+fn in_place(s: &State, c: &NewContact) -> bool {
+    let Some(item) = s.user(&c.user).and_then(|d| d.roster.items.get(&c.contact)) else {
+        return false;
+    };
+    let Ok((name, groups)) = names::validate_item_labels(c.name.as_deref(), &c.groups) else {
+        return false;
+    };
+    let labels = name.is_none_or(|n| item.name.as_deref() == Some(n.as_str()))
+        && (groups.is_empty() || groups == item.groups);
+    let subscription = if s.local_user(&c.contact).is_some() {
+        item.subscription.sees_contact() && !item.ask
+    } else {
+        item.subscription.sees_contact() || item.ask
+    };
+    labels && subscription
 }
 
 pub(crate) async fn remove(svc: &AdminService, r: RosterRemoveRequest) -> Result<Empty, Status> {

@@ -1,6 +1,6 @@
 //! One function per command: read local input, call the node, build the report.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,8 +11,9 @@ use presenced_proto::admin::{
 use serde_json::json;
 
 use crate::client::{CliError, Conn, EXIT_UNAVAILABLE, Target};
+use crate::import::{self, Input, Outcome};
 use crate::output::{self as out, Report};
-use crate::{ClusterCmd, RosterCmd, SettingsCmd, UserCmd, import};
+use crate::{ClusterCmd, RosterCmd, SettingsCmd, UserCmd};
 
 /// Membership changes and import chunks may wait for a slow log replication.
 const LONG_CALL: Duration = Duration::from_secs(90);
@@ -31,6 +32,11 @@ impl Ctx {
 
     fn long_timeout(&self) -> Duration {
         self.timeout.max(LONG_CALL)
+    }
+
+    /// Progress bars go to stderr when a person watches it (and never with --json).
+    fn progress(&self) -> bool {
+        !self.json && std::io::stderr().is_terminal()
     }
 }
 
@@ -180,6 +186,10 @@ pub async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<Report, CliError> {
                 format!("password of {name} changed"),
             ))
         }
+        UserCmd::Import {
+            file,
+            passwords_out,
+        } => user_import(ctx, &file, passwords_out.as_deref()).await,
         UserCmd::Policy { name, key, value } => {
             let conn = ctx.connect().await?;
             let req = PolicyRequest { name, key, value };
@@ -265,39 +275,50 @@ pub async fn roster(ctx: &Ctx, cmd: RosterCmd) -> Result<Report, CliError> {
             ))
         }
         RosterCmd::Import { file } => {
-            let (data, source) = read_input(&file)?;
-            let entries = import::parse(&data, &source)?;
+            let mut input = Input::new(&file);
+            let total = import::roster::check(&mut input)?;
             let conn = ctx.connect().await?;
-            let progress = !ctx.json && std::io::stderr().is_terminal();
-            let (outcome, error) = import::run(&conn, entries, ctx.long_timeout(), progress).await;
-            let error = error.or_else(|| {
-                (!outcome.refused.is_empty()).then(|| {
-                    CliError::refused(format!(
-                        "{} of {} entries refused",
-                        outcome.refused.len(),
-                        outcome.total
-                    ))
-                })
-            });
+            let mut outcome = Outcome::new(ctx.json);
+            let error = import::roster::run(
+                &conn,
+                &mut input,
+                total,
+                ctx.long_timeout(),
+                ctx.progress(),
+                &mut outcome,
+            )
+            .await
+            .or_else(|| outcome.refusal_error("entries"));
             Ok(Report::ok(outcome.json(), outcome.summary()).with_error(error))
         }
     }
 }
 
-/// The bytes of FILE, or of stdin for `-`, with a name for messages.
-fn read_input(file: &Path) -> Result<(Vec<u8>, String), CliError> {
-    if file.as_os_str() == "-" {
-        let mut data = Vec::new();
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut data)
-            .map_err(|e| CliError::invalid(format!("cannot read stdin: {e}")))?;
-        Ok((data, "stdin".to_string()))
-    } else {
-        let data = std::fs::read(file)
-            .map_err(|e| CliError::invalid(format!("cannot read {}: {e}", file.display())))?;
-        Ok((data, file.display().to_string()))
-    }
+/// `user import FILE [--passwords-out PATH]`.
+async fn user_import(
+    ctx: &Ctx,
+    file: &Path,
+    passwords_out: Option<&Path>,
+) -> Result<Report, CliError> {
+    let mut input = Input::new(file);
+    let checked = import::users::check(&mut input, passwords_out)?;
+    let passwords = passwords_out
+        .map(import::users::PasswordsOut::open)
+        .transpose()?;
+    let conn = ctx.connect().await?;
+    let mut outcome = Outcome::new(ctx.json);
+    let error = import::users::run(
+        &conn,
+        &mut input,
+        &checked,
+        passwords,
+        ctx.long_timeout(),
+        ctx.progress(),
+        &mut outcome,
+    )
+    .await
+    .or_else(|| outcome.refusal_error("rows"));
+    Ok(Report::ok(outcome.json(), outcome.summary()).with_error(error))
 }
 
 pub async fn troubleshoot(ctx: &Ctx) -> Result<Report, CliError> {

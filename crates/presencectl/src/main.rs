@@ -134,6 +134,15 @@ pub enum UserCmd {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Create accounts in bulk from a CSV file (user[,password]; `-` reads stdin);
+    /// existing accounts are refused (user_exists), never changed
+    Import {
+        file: PathBuf,
+        /// Where the passwords generated for rows without one go (CSV user,password;
+        /// created with mode 0600, appended to if it exists); they are never printed
+        #[arg(long, value_name = "FILE")]
+        passwords_out: Option<PathBuf>,
+    },
     /// Set a per-user policy override
     Policy {
         name: String,
@@ -162,7 +171,8 @@ pub enum RosterCmd {
     },
     /// Remove a contact from a user's list
     Remove { user: String, contact: String },
-    /// Bulk-add contacts from a CSV file (user,contact[,name[,group]]; `-` reads stdin)
+    /// Bulk-add contacts from a CSV file (user,contact[,name[,group]]; `-` reads stdin);
+    /// contacts already listed as asked are counted as unchanged
     Import { file: PathBuf },
 }
 

@@ -337,6 +337,7 @@ pub fn refused_json(r: &Refused) -> Value {
 pub fn roster_add_json(r: &RosterAddReply) -> Value {
     json!({
         "added": r.added.iter().map(contact_json).collect::<Vec<_>>(),
+        "unchanged": r.unchanged.iter().map(contact_json).collect::<Vec<_>>(),
         "refused": r.refused.iter().map(refused_json).collect::<Vec<_>>(),
     })
 }
@@ -346,7 +347,16 @@ pub fn refused_line(r: &Refused) -> String {
 }
 
 pub fn roster_add_human(r: &RosterAddReply) -> String {
-    let mut out = format!("added {}, refused {}", r.added.len(), r.refused.len());
+    let unchanged = if r.unchanged.is_empty() {
+        String::new()
+    } else {
+        format!(", unchanged {}", r.unchanged.len())
+    };
+    let mut out = format!(
+        "added {}{unchanged}, refused {}",
+        r.added.len(),
+        r.refused.len()
+    );
     for x in &r.refused {
         let _ = write!(out, "\n  {}", refused_line(x));
     }

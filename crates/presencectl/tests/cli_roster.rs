@@ -64,8 +64,8 @@ fn roster_commands() {
 fn roster_import_chunks_in_file_order() {
     let s = serve(Fake::default());
     let mut csv = String::from("user,contact,name,group\n# generated\n");
-    for i in 0..1234 {
-        let contact = if i % 300 == 299 {
+    for i in 0..12_345 {
+        let contact = if i % 3000 == 2999 {
             format!("full{i}")
         } else {
             format!("c{i}")
@@ -80,7 +80,7 @@ fn roster_import_chunks_in_file_order() {
     assert_eq!(o.code, 4, "{}", o.stderr);
     assert!(
         o.stdout.starts_with(
-            "imported: 1230 added, 4 refused\n  contact_list_full: 4 (u4 -> full299: "
+            "imported: 12341 added, 4 refused\n  contact_list_full: 4 (u4 -> full2999: "
         ),
         "{}",
         o.stdout
@@ -88,7 +88,7 @@ fn roster_import_chunks_in_file_order() {
     let calls = s.rec.lock().unwrap().roster_calls.clone();
     assert_eq!(
         calls.iter().map(Vec::len).collect::<Vec<_>>(),
-        [500, 500, 234]
+        [5_000, 5_000, 2_345]
     );
     let flat: Vec<ContactEntry> = calls.into_iter().flatten().collect();
     for (i, e) in flat.iter().enumerate() {

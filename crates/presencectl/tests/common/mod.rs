@@ -24,6 +24,9 @@ pub const SECRET: &str = "fake-secret-0123456789";
 pub struct Recorded {
     pub roster_calls: Vec<Vec<ContactEntry>>,
     pub passwords: Vec<(String, String)>,
+    pub user_import_calls: Vec<Vec<UserImportEntry>>,
+    /// Accounts created through user_import.
+    pub users: std::collections::BTreeSet<String>,
 }
 
 #[derive(Clone, Default)]
@@ -207,6 +210,29 @@ impl Admin for Fake {
         }))
     }
 
+    async fn user_import(&self, r: Request<UserImportRequest>) -> Reply<UserImportReply> {
+        let entries = r.into_inner().entries;
+        let mut rec = self.rec.lock().unwrap();
+        rec.user_import_calls.push(entries.clone());
+        let mut reply = UserImportReply::default();
+        for (i, e) in entries.into_iter().enumerate() {
+            if e.name.starts_with("taken") || !rec.users.insert(e.name.clone()) {
+                reply.refused.push(Refused {
+                    reason: format!("user {} already exists", e.name),
+                    user: e.name,
+                    contact: String::new(),
+                    code: "user_exists".into(),
+                });
+            } else {
+                reply.added.push(ImportedUser {
+                    index: i as u32,
+                    name: e.name,
+                });
+            }
+        }
+        Ok(Response::new(reply))
+    }
+
     async fn roster_show(&self, r: Request<UserRequest>) -> Reply<RosterReply> {
         let user = r.into_inner().name;
         Ok(Response::new(RosterReply {
@@ -241,7 +267,11 @@ impl Admin for Fake {
                 code: "contact_list_full".into(),
             })
             .collect();
-        Ok(Response::new(RosterAddReply { added, refused }))
+        Ok(Response::new(RosterAddReply {
+            added,
+            refused,
+            unchanged: vec![],
+        }))
     }
 
     async fn roster_remove(&self, _r: Request<RosterRemoveRequest>) -> Reply<Empty> {
