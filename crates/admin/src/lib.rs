@@ -41,7 +41,9 @@ pub fn server(
         AdminServer::new(AdminService {
             node,
             offline_check,
-        }),
+        })
+        .max_decoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(presenced_proto::MAX_MESSAGE_BYTES),
         check,
     )
 }

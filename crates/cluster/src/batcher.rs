@@ -24,6 +24,8 @@ struct Proposal {
     cmd: Command,
     /// Forwarded by a follower: propose here or answer NotLeader, never forward again.
     local_only: bool,
+    /// Encoded size of `cmd`.
+    bytes: usize,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -51,12 +53,21 @@ impl Batcher {
     }
 
     async fn send(&self, cmd: Command, local_only: bool) -> Answer {
+        let bytes = crate::network::encoded_len(&cmd);
+        if bytes > presenced_proto::MAX_COMMAND_BYTES {
+            return Err(ClusterError::Invalid(format!(
+                "a {} write of {bytes} bytes is larger than the {} bytes one write may carry",
+                cmd.name(),
+                presenced_proto::MAX_COMMAND_BYTES
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         let stopped = || ClusterError::Unavailable("this node is shutting down".into());
         self.tx
             .send(Proposal {
                 cmd,
                 local_only,
+                bytes,
                 reply,
             })
             .await
@@ -71,12 +82,16 @@ async fn run(node: Weak<ClusterNode>, mut rx: mpsc::Receiver<Proposal>) {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        // Cut by commands and by encoded bytes, so no log entry (and no RPC that
+        // carries one) grows past what every node accepts.
+        let mut size = first.cmd.len();
+        let mut bytes = first.bytes;
         let mut batch = vec![first];
-        let mut size = batch[0].cmd.len();
-        while size < MAX_BATCH {
+        while size < MAX_BATCH && bytes < presenced_proto::BATCH_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
                     size += p.cmd.len();
+                    bytes += p.bytes;
                     batch.push(p);
                 }
                 Err(_) => break,

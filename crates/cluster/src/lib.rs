@@ -2,15 +2,14 @@
 //! its sled-backed log and state machine, the gRPC transport between nodes, and
 //! [`ClusterNode`], the handle the rest of the node uses.
 
-// openraft 0.9's declare_raft_types! names `Cursor` unqualified for SnapshotData.
-use std::io::Cursor;
-
 pub mod auth;
 mod batcher;
+mod compaction;
 pub mod format;
 mod network;
 mod node;
 mod service;
+mod snapshot;
 mod store;
 
 pub use node::{
@@ -25,4 +24,5 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = presenced_model::Command,
         R = presenced_model::Outcome,
+        SnapshotData = tokio::fs::File,
 );

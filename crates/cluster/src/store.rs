@@ -5,16 +5,19 @@
 //!   reports them to openraft.
 //! - Each apply batch writes the changed state records and the last-applied marker in
 //!   one atomic store batch.
-//! - A snapshot is every state record, taken on the state-machine task (so it is
-//!   consistent with `apply`), then encoded and stored on a builder task.
+//! - A snapshot is every state record, streamed from the store into a file on the
+//!   state-machine task (so it is consistent with `apply`, and no copy of the state is
+//!   held in memory); it is sent in chunks from that file and installed by streaming
+//!   the received file into a fresh state tree (see `snapshot.rs`).
 
 // openraft's trait methods return its `StorageError`, which is large; the helpers here
 // return it too rather than converting back and forth.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -25,9 +28,12 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership, Vote,
 };
 use presenced_model::{Event, Outcome, Reply, State};
-use presenced_storage::{Records, Store};
+use presenced_storage::Store;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 
+use crate::compaction::LogSizes;
+use crate::snapshot::{Files, Reader};
 use crate::{Node, NodeId, TypeConfig};
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
@@ -51,10 +57,11 @@ pub struct LogStore {
     flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
     /// Highest index known committed (shared with health and metrics).
     committed: Arc<AtomicU64>,
+    sizes: Arc<LogSizes>,
 }
 
 impl LogStore {
-    pub fn new(store: Arc<dyn Store>, committed: Arc<AtomicU64>) -> Self {
+    pub fn new(store: Arc<dyn Store>, committed: Arc<AtomicU64>, sizes: Arc<LogSizes>) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
         let s = store.clone();
         std::thread::Builder::new()
@@ -83,6 +90,7 @@ impl LogStore {
             store,
             flusher: tx,
             committed,
+            sizes,
         }
     }
 
@@ -207,6 +215,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 ))
             })
             .collect::<SResult<Vec<_>>>()?;
+        self.sizes.appended(rows.iter().map(|(i, b)| (*i, b.len())));
         self.store
             .append(rows)
             .map_err(|e| StorageIOError::write_logs(&io(e)))?;
@@ -219,6 +228,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         let s = self.store.clone();
+        self.sizes.truncated(log_id.index);
         blocking(move || {
             s.truncate_from(log_id.index)?;
             s.flush()
@@ -233,6 +243,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .purge_upto(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        self.sizes.purged(log_id.index);
         Ok(())
     }
 }
@@ -252,6 +263,27 @@ pub struct StateMachine {
     applied: Applied,
     events: broadcast::Sender<Event>,
     applied_index: Arc<AtomicU64>,
+    files: Arc<Files>,
+    sizes: Arc<LogSizes>,
+    /// The file a snapshot is being received into.
+    incoming: Option<PathBuf>,
+}
+
+/// Load the state from the store's records, streaming.
+fn load_state(store: &dyn Store) -> Result<State, String> {
+    let mut failed = None;
+    let records = store.sm_records().map_while(|r| match r {
+        Ok(kv) => Some(kv),
+        Err(e) => {
+            failed = Some(e.to_string());
+            None
+        }
+    });
+    let state = State::load(records).map_err(|e| e.to_string());
+    match failed {
+        Some(e) => Err(e),
+        None => state,
+    }
 }
 
 impl StateMachine {
@@ -259,18 +291,30 @@ impl StateMachine {
     /// The returned state is shared with readers on this node.
     pub fn open(
         store: Arc<dyn Store>,
+        files: Files,
+        sizes: Arc<LogSizes>,
         events: broadcast::Sender<Event>,
         applied_index: Arc<AtomicU64>,
     ) -> Result<(Self, Arc<RwLock<State>>), String> {
-        let (applied, records) = store.sm_load().map_err(|e| e.to_string())?;
-        let applied: Applied = match applied {
+        let applied: Applied = match store.sm_applied().map_err(|e| e.to_string())? {
             Some(b) => crate::format::load(&b).map_err(|e| format!("applied marker: {e}"))?,
             None => Applied::default(),
         };
-        let state = Arc::new(RwLock::new(
-            State::load(records).map_err(|e| e.to_string())?,
-        ));
+        let state = Arc::new(RwLock::new(load_state(store.as_ref())?));
         applied_index.store(applied.log_id.map_or(0, |l| l.index), Ordering::Relaxed);
+        // The previous release kept its snapshot inside the store: move it out.
+        if !files.has_current()
+            && let Some(blob) = store.legacy_snapshot().map_err(|e| e.to_string())?
+        {
+            files
+                .put_blob(&blob)
+                .map_err(|e| format!("moving the snapshot to a file: {e}"))?;
+            store.clear_legacy_snapshot().map_err(|e| e.to_string())?;
+            tracing::info!("moved the previous release's snapshot to a file");
+        }
+        if let Some((meta, _)) = files.open_current()? {
+            sizes.snapshot_at(meta.last_log_id.map(|l| l.index));
+        }
         Ok((
             StateMachine {
                 store,
@@ -278,6 +322,9 @@ impl StateMachine {
                 applied,
                 events,
                 applied_index,
+                files: Arc::new(files),
+                sizes,
+                incoming: None,
             },
             state,
         ))
@@ -288,87 +335,39 @@ impl StateMachine {
     }
 }
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"PSNAP001";
-
-/// Snapshot bytes: magic, u32 header length, JSON `SnapshotMeta`, then records as
-/// (u32 key length, key, u32 value length, value).
-fn encode_snapshot(meta: &SnapshotMeta<NodeId, Node>, records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let header = serde_json::to_vec(meta).expect("snapshot meta serialises");
-    let size: usize = records.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-    let mut out = Vec::with_capacity(12 + header.len() + size);
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&(header.len() as u32).to_be_bytes());
-    out.extend_from_slice(&header);
-    for (k, v) in records {
-        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        out.extend_from_slice(k);
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        out.extend_from_slice(v);
+fn snapshot_id(applied: &Applied) -> String {
+    match &applied.log_id {
+        Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+        None => "empty".to_string(),
     }
-    out
 }
 
-fn decode_snapshot(b: &[u8]) -> Result<(SnapshotMeta<NodeId, Node>, Records), String> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if b.len() < n {
-            return Err("snapshot is truncated".into());
-        }
-        let (h, t) = b.split_at(n);
-        *b = t;
-        Ok(h)
-    }
-    fn len(b: &mut &[u8]) -> Result<usize, String> {
-        Ok(u32::from_be_bytes(take(b, 4)?.try_into().expect("4 bytes")) as usize)
-    }
-    let mut b = b;
-    if take(&mut b, 8)? != SNAPSHOT_MAGIC {
-        return Err("not a presenced snapshot".into());
-    }
-    let n = len(&mut b)?;
-    let meta =
-        serde_json::from_slice(take(&mut b, n)?).map_err(|e| format!("snapshot header: {e}"))?;
-    let mut records = Vec::new();
-    while !b.is_empty() {
-        let kn = len(&mut b)?;
-        let k = take(&mut b, kn)?.to_vec();
-        let vn = len(&mut b)?;
-        records.push((k, take(&mut b, vn)?.to_vec()));
-    }
-    Ok((meta, records))
-}
-
+/// Holds a snapshot already written by the state machine (see `get_snapshot_builder`).
 pub struct SnapshotBuilder {
-    store: Arc<dyn Store>,
-    applied: Applied,
-    state: State,
+    written: Result<(SnapshotMeta<NodeId, Node>, u64, u64), String>,
+    files: Arc<Files>,
+    sizes: Arc<LogSizes>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
-        let snapshot_id = match &self.applied.log_id {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
-            None => "empty".to_string(),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.applied.log_id,
-            last_membership: self.applied.membership.clone(),
-            snapshot_id,
-        };
-        let records = self.state.records();
-        let t = Instant::now();
-        let blob = encode_snapshot(&meta, &records);
-        let s = self.store.clone();
-        let blob2 = blob.clone();
-        // Storing the snapshot flushes the whole store, so the state records it was
-        // taken from are durable before openraft purges the log behind it.
-        blocking(move || s.snapshot_put(&blob2))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &io(e)))?;
+        let (meta, bytes, ms) = self
+            .written
+            .clone()
+            .map_err(|e| StorageIOError::write_snapshot(None, &io_msg(e)))?;
+        let (_, file) = self.files.open_current().ok().flatten().ok_or_else(|| {
+            StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                &io_msg("the snapshot just written is gone".into()),
+            )
+        })?;
+        self.sizes.snapshot_at(meta.last_log_id.map(|l| l.index));
         metrics::counter!("presenced_raft_snapshots_built_total").increment(1);
-        tracing::info!(id = %meta.snapshot_id, bytes = blob.len(), ms = t.elapsed().as_millis() as u64, "snapshot built");
+        metrics::gauge!("presenced_raft_snapshot_bytes").set(bytes as f64);
+        tracing::info!(id = %meta.snapshot_id, bytes, ms, "snapshot built");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(blob)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -381,7 +380,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
         Ok((self.applied.log_id, self.applied.membership.clone()))
     }
-
     async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Outcome>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
@@ -440,89 +438,103 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // A plain copy here (this runs between applies); encoding it happens on the
-        // builder's own task, so applies do not wait for it.
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // Written here, between applies, so the records are consistent with the applied
+        // marker; streamed from the store to the file, so no copy of the state is held.
+        // Applies wait meanwhile (about a second per million records).
+        let meta = SnapshotMeta {
+            last_log_id: self.applied.log_id,
+            last_membership: self.applied.membership.clone(),
+            snapshot_id: snapshot_id(&self.applied),
+        };
+        let (store, files) = (self.store.clone(), self.files.clone());
+        let t = Instant::now();
+        let m = meta.clone();
+        let written = blocking(move || {
+            // The records a snapshot covers must be durable before the log behind it
+            // is purged.
+            store.flush().map_err(|e| e.to_string())?;
+            files.write(&m, store.sm_records().map(|r| r.map_err(|e| e.to_string())))
+        })
+        .await
+        .map(|bytes| (meta, bytes, t.elapsed().as_millis() as u64));
+        metrics::histogram!("presenced_raft_snapshot_build_seconds")
+            .record(t.elapsed().as_secs_f64());
         SnapshotBuilder {
-            store: self.store.clone(),
-            applied: self.applied.clone(),
-            state,
+            written,
+            files: self.files.clone(),
+            sizes: self.sizes.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<tokio::fs::File>> {
+        let (path, file) = self
+            .files
+            .incoming()
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        if let Some(old) = self.incoming.replace(path) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Node>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> SResult<()> {
         let sig = Some(meta.signature());
-        let blob = snapshot.into_inner();
-        let (_, records) = decode_snapshot(&blob).map_err(|e| {
-            StorageIOError::read_snapshot(sig.clone(), &io(std::io::Error::other(e)))
-        })?;
-        let fresh = State::load(records.clone())
-            .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let t = Instant::now();
+        let werr = |e: std::io::Error| StorageIOError::write_snapshot(sig.clone(), &e);
+        snapshot.flush().await.map_err(werr)?;
+        snapshot.sync_all().await.map_err(werr)?;
+        let mut file = snapshot.into_std().await;
+        let path = self.incoming.take();
         let applied = Applied {
             log_id: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
         let marker = crate::format::store(&applied)
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-        let s = self.store.clone();
-        blocking(move || {
-            s.sm_replace(records, &marker)?;
-            s.snapshot_put(&blob)
+        let (store, files) = (self.store.clone(), self.files.clone());
+        let fresh = blocking(move || -> Result<State, String> {
+            file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+            let (_, reader) = Reader::open(BufReader::with_capacity(1 << 20, file))?;
+            let mut failed = None;
+            let mut records = reader.map(|r| {
+                r.map_err(|e| {
+                    failed = Some(e.clone());
+                    presenced_storage::StoreError::Corrupt(e)
+                })
+            });
+            if let Err(e) = store.sm_replace(&mut records, &marker) {
+                return Err(failed.unwrap_or_else(|| e.to_string()));
+            }
+            if let Some(p) = path {
+                files.adopt(&p).map_err(|e| e.to_string())?;
+            }
+            load_state(store.as_ref())
         })
         .await
-        .map_err(|e| StorageIOError::write_snapshot(sig, &io(e)))?;
+        .map_err(|e| StorageIOError::read_snapshot(sig.clone(), &io_msg(e)))?;
         *self.write_state() = fresh;
         self.applied = applied;
         self.applied_index
             .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Relaxed);
+        self.sizes.snapshot_at(meta.last_log_id.map(|l| l.index));
         metrics::counter!("presenced_raft_snapshots_installed_total").increment(1);
-        tracing::info!(id = %meta.snapshot_id, "snapshot installed");
+        tracing::info!(id = %meta.snapshot_id, ms = t.elapsed().as_millis() as u64, "snapshot installed");
         let _ = self.events.send(Event::StateReplaced);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
-        let Some(blob) = self
-            .store
-            .snapshot_get()
-            .map_err(|e| StorageIOError::read_snapshot(None, &io(e)))?
-        else {
-            return Ok(None);
-        };
-        let (meta, _) = decode_snapshot(&blob)
-            .map_err(|e| StorageIOError::read_snapshot(None, &io(std::io::Error::other(e))))?;
-        Ok(Some(Snapshot {
+        let current = self
+            .files
+            .open_current()
+            .map_err(|e| StorageIOError::read_snapshot(None, &io_msg(e)))?;
+        Ok(current.map(|(meta, file)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(blob)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_codec_round_trips_and_rejects_garbage() {
-        let meta = SnapshotMeta::<NodeId, Node> {
-            last_log_id: None,
-            last_membership: Default::default(),
-            snapshot_id: "x".into(),
-        };
-        let recs = vec![(b"a".to_vec(), b"1".to_vec()), (b"bb".to_vec(), vec![])];
-        let blob = encode_snapshot(&meta, &recs);
-        let (m, r) = decode_snapshot(&blob).unwrap();
-        assert_eq!(m.snapshot_id, "x");
-        assert_eq!(r, recs);
-        assert!(decode_snapshot(&blob[..blob.len() - 1]).is_err());
-        assert!(decode_snapshot(b"garbage").is_err());
     }
 }

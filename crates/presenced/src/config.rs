@@ -144,6 +144,10 @@ pub struct Raft {
     pub election_max_ms: u64,
     pub snapshot_every: u64,
     pub keep_logs: u64,
+    /// Also snapshot once this many MiB of log follow the last snapshot.
+    pub snapshot_log_mb: u64,
+    /// Keep at most this many MiB of log behind a snapshot.
+    pub keep_log_mb: u64,
     /// How long a write or a linearizable read may wait for a leader and a quorum.
     pub timeout_ms: u64,
     /// Storage page-cache size.
@@ -159,6 +163,8 @@ impl Default for Raft {
             election_max_ms: t.election_max_ms,
             snapshot_every: t.snapshot_every,
             keep_logs: t.keep_logs,
+            snapshot_log_mb: t.snapshot_log_bytes >> 20,
+            keep_log_mb: t.keep_log_bytes >> 20,
             timeout_ms: 5_000,
             cache_mb: 64,
         }
@@ -373,6 +379,8 @@ impl Config {
                 election_max_ms: self.raft.election_max_ms,
                 snapshot_every: self.raft.snapshot_every,
                 keep_logs: self.raft.keep_logs,
+                snapshot_log_bytes: self.raft.snapshot_log_mb << 20,
+                keep_log_bytes: self.raft.keep_log_mb << 20,
             },
             cache_bytes: self.raft.cache_mb * 1024 * 1024,
             timeout: Duration::from_millis(self.raft.timeout_ms),

@@ -4,8 +4,21 @@
 /// The metadata entry every inter-node and admin call carries.
 pub const SECRET_HEADER: &str = "x-presenced-secret";
 
-/// Largest gRPC message a node accepts (snapshot chunks are far smaller).
+/// Largest gRPC message a node accepts or sends, on every server and client. Every
+/// legal message is far smaller: Raft appends are cut at [`APPEND_BYTES`], snapshot
+/// chunks are 1 MiB, a single command is at most [`MAX_COMMAND_BYTES`].
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// An AppendEntries RPC carries entries up to about this many encoded bytes (at least
+/// one entry); the rest follow in the next RPC.
+pub const APPEND_BYTES: usize = 4 * 1024 * 1024;
+
+/// Proposals are grouped into one log entry up to about this many encoded bytes.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+
+/// The largest single command a node proposes; larger ones are refused before they
+/// reach the log (the operator API caps its bulk calls far below this).
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024;
 
 #[allow(clippy::all, missing_docs)]
 pub mod raft {

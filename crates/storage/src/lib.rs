@@ -12,6 +12,9 @@
 //! - [`Store::sm_commit`] writes state records and the applied marker in one atomic batch.
 //! - [`Store::sm_replace`] swaps the whole state atomically (snapshot install): after a
 //!   crash the old state or the new one is there, never a mix.
+//!
+//! Whole-state operations stream: [`Store::sm_records`] iterates, [`Store::sm_replace`]
+//! consumes an iterator in bounded batches, so neither holds a second copy of the state.
 
 use std::path::Path;
 
@@ -34,6 +37,12 @@ pub type Change = (Vec<u8>, Option<Vec<u8>>);
 /// State records as (key, value) pairs.
 pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// A stream of state records in key order.
+pub type RecordIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + Send + 'a>;
+
+/// Records written per batch while replacing the whole state.
+const REPLACE_BATCH: usize = 16_384;
+
 /// What a node persists. Implementations must be safe to share between threads.
 pub trait Store: Send + Sync + 'static {
     /// Write log entries (index, bytes) in one atomic batch.
@@ -53,16 +62,29 @@ pub trait Store: Send + Sync + 'static {
     /// Make every previous write durable (fsync). Blocking.
     fn flush(&self) -> Result<()>;
 
-    /// The state records and the applied marker stored with them.
-    fn sm_load(&self) -> Result<(Option<Vec<u8>>, Records)>;
+    /// The applied marker stored with the state records.
+    fn sm_applied(&self) -> Result<Option<Vec<u8>>>;
+    /// Every state record in key order, streamed. Consistent while nothing commits
+    /// (the state machine calls it between applies).
+    fn sm_records(&self) -> RecordIter<'_>;
+    /// Encoded sizes of the log entries, in index order (for size-based compaction).
+    fn log_sizes(&self) -> Result<Vec<(u64, u32)>>;
     /// Apply record changes and set the applied marker, atomically.
     fn sm_commit(&self, changes: Vec<Change>, applied: &[u8]) -> Result<()>;
-    /// Replace all records and the applied marker, atomically and durably.
-    fn sm_replace(&self, records: Records, applied: &[u8]) -> Result<()>;
+    /// Replace all records and the applied marker, atomically and durably. The records
+    /// are consumed in batches; the first error stops the replacement and leaves the
+    /// old state live.
+    fn sm_replace(
+        &self,
+        records: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+        applied: &[u8],
+    ) -> Result<()>;
 
-    fn snapshot_get(&self) -> Result<Option<Vec<u8>>>;
-    /// Store the current snapshot durably.
-    fn snapshot_put(&self, blob: &[u8]) -> Result<()>;
+    /// A snapshot the previous release kept inside the store (this release keeps
+    /// snapshots in files beside it).
+    fn legacy_snapshot(&self) -> Result<Option<Vec<u8>>>;
+    /// Forget the legacy snapshot once it has been moved out.
+    fn clear_legacy_snapshot(&self) -> Result<()>;
 
     /// Bytes on disk, for metrics.
     fn size_on_disk(&self) -> u64;
@@ -194,18 +216,30 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn sm_load(&self) -> Result<(Option<Vec<u8>>, Records)> {
-        let sm = self.sm();
-        let applied = sm.get(APPLIED)?.map(|v| v.to_vec());
-        let records = sm
+    fn sm_applied(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.sm().get(APPLIED)?.map(|v| v.to_vec()))
+    }
+
+    fn sm_records(&self) -> RecordIter<'_> {
+        Box::new(
+            self.sm()
+                .iter()
+                .filter(|kv| !matches!(kv, Ok((k, _)) if k.as_ref() == APPLIED))
+                .map(|kv| {
+                    kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .map_err(StoreError::from)
+                }),
+        )
+    }
+
+    fn log_sizes(&self) -> Result<Vec<(u64, u32)>> {
+        self.log
             .iter()
-            .filter(|kv| !matches!(kv, Ok((k, _)) if k.as_ref() == APPLIED))
             .map(|kv| {
-                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
+                let (k, v) = kv?;
+                Ok((un_idx(&k)?, u32::try_from(v.len()).unwrap_or(u32::MAX)))
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((applied, records))
+            .collect()
     }
 
     fn sm_commit(&self, changes: Vec<Change>, applied: &[u8]) -> Result<()> {
@@ -221,22 +255,41 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn sm_replace(&self, records: Records, applied: &[u8]) -> Result<()> {
+    fn sm_replace(
+        &self,
+        records: &mut dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+        applied: &[u8],
+    ) -> Result<()> {
         let mut guard = self.sm.write().unwrap_or_else(|p| p.into_inner());
         let old = guard.name().to_vec();
         let generation: u64 = String::from_utf8_lossy(&old[3..]).parse().unwrap_or(0);
         let name = format!("sm.{}", generation + 1);
         // Build the new tree beside the live one, make it durable, then switch the
-        // pointer with one write: a crash leaves either tree complete and named.
+        // pointer with one write: a crash leaves either tree complete and named (an
+        // unnamed one is dropped at the next open).
         let _ = self.db.drop_tree(name.as_bytes());
         let fresh = self.db.open_tree(&name)?;
-        let mut b = sled::Batch::default();
-        for (k, v) in records {
-            b.insert(k, v);
+        let mut fill = || -> Result<()> {
+            let mut b = sled::Batch::default();
+            let mut n = 0;
+            for r in &mut *records {
+                let (k, v) = r?;
+                b.insert(k, v);
+                n += 1;
+                if n == REPLACE_BATCH {
+                    fresh.apply_batch(std::mem::take(&mut b))?;
+                    n = 0;
+                }
+            }
+            b.insert(APPLIED, applied);
+            fresh.apply_batch(b)?;
+            self.db.flush()?;
+            Ok(())
+        };
+        if let Err(e) = fill() {
+            let _ = self.db.drop_tree(name.as_bytes());
+            return Err(e);
         }
-        b.insert(APPLIED, applied);
-        fresh.apply_batch(b)?;
-        self.db.flush()?;
         self.meta.insert(SM_TREE, name.as_bytes())?;
         self.db.flush()?;
         *guard = fresh;
@@ -245,13 +298,12 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn snapshot_get(&self) -> Result<Option<Vec<u8>>> {
+    fn legacy_snapshot(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.snap.get("current")?.map(|v| v.to_vec()))
     }
 
-    fn snapshot_put(&self, blob: &[u8]) -> Result<()> {
-        self.snap.insert("current", blob)?;
-        self.db.flush()?;
+    fn clear_legacy_snapshot(&self) -> Result<()> {
+        self.snap.remove("current")?;
         Ok(())
     }
 
@@ -282,6 +334,7 @@ mod tests {
         assert_eq!(s.last_entry().unwrap().unwrap().0, 7);
         s.purge_upto(4).unwrap();
         assert_eq!(s.read_range(0, None).unwrap().first().unwrap().0, 5);
+        assert_eq!(s.log_sizes().unwrap(), vec![(5, 1), (6, 1), (7, 1)]);
     }
 
     #[test]
@@ -298,15 +351,29 @@ mod tests {
             )
             .unwrap();
             s.sm_commit(vec![(b"a".to_vec(), None)], b"6").unwrap();
-            let (applied, recs) = s.sm_load().unwrap();
-            assert_eq!(applied.as_deref(), Some(&b"6"[..]));
+            assert_eq!(s.sm_applied().unwrap().as_deref(), Some(&b"6"[..]));
+            let recs: Records = s.sm_records().collect::<Result<_>>().unwrap();
             assert_eq!(recs, vec![(b"b".to_vec(), b"2".to_vec())]);
-            s.sm_replace(vec![(b"z".to_vec(), b"9".to_vec())], b"42")
+            // A failing stream leaves the old state live.
+            let mut bad = vec![
+                Ok((b"x".to_vec(), b"1".to_vec())),
+                Err(StoreError::Corrupt("cut".into())),
+            ]
+            .into_iter();
+            assert!(s.sm_replace(&mut bad, b"41").is_err());
+            assert_eq!(s.sm_applied().unwrap().as_deref(), Some(&b"6"[..]));
+            let mut many = (0..40_000u32)
+                .map(|i| Ok((i.to_be_bytes().to_vec(), vec![1])))
+                .chain([Ok((b"z".to_vec(), b"9".to_vec()))]);
+            s.sm_replace(&mut many, b"42").unwrap();
+            assert_eq!(s.sm_records().count(), 40_001);
+            s.sm_replace(&mut [Ok((b"z".to_vec(), b"9".to_vec()))].into_iter(), b"42")
                 .unwrap();
             s.flush().unwrap();
         }
         let s = SledStore::open(dir.path(), 1 << 20).unwrap();
-        let (applied, recs) = s.sm_load().unwrap();
+        let applied = s.sm_applied().unwrap();
+        let recs: Records = s.sm_records().collect::<Result<_>>().unwrap();
         assert_eq!(applied.as_deref(), Some(&b"42"[..]));
         assert_eq!(recs, vec![(b"z".to_vec(), b"9".to_vec())]);
         assert_eq!(

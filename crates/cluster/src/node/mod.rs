@@ -46,6 +46,10 @@ pub struct RaftTuning {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot for slow followers.
     pub keep_logs: u64,
+    /// Also build a snapshot once the log after the last one holds this many bytes.
+    pub snapshot_log_bytes: u64,
+    /// Keep at most this many bytes of log behind a snapshot (and `keep_logs` entries).
+    pub keep_log_bytes: u64,
 }
 
 impl Default for RaftTuning {
@@ -56,6 +60,8 @@ impl Default for RaftTuning {
             election_max_ms: 1600,
             snapshot_every: 20_000,
             keep_logs: 2_000,
+            snapshot_log_bytes: 32 << 20,
+            keep_log_bytes: 16 << 20,
         }
     }
 }

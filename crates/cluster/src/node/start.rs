@@ -9,10 +9,13 @@ use presenced_proto::raft::cluster_server::ClusterServer;
 use presenced_proto::raft::raft_server::RaftServer;
 use presenced_storage::{SledStore, Store};
 use tokio::sync::broadcast;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::{AddSecret, CheckSecret};
+use crate::compaction::LogSizes;
 use crate::network::Network;
 use crate::service::{ClusterService, RaftService};
+use crate::snapshot::Files;
 use crate::store::{LogStore, StateMachine};
 
 use super::{ClusterConfig, ClusterError, ClusterNode};
@@ -32,13 +35,31 @@ impl ClusterNode {
         let (events, _) = broadcast::channel(4096);
         let committed = Arc::new(AtomicU64::new(0));
         let applied = Arc::new(AtomicU64::new(0));
-        let (sm, state) = StateMachine::open(store.clone(), events.clone(), applied.clone())
-            .map_err(|e| {
-                ClusterError::Internal(format!(
-                    "cannot load state from {}: {e}",
-                    cfg.data_dir.display()
-                ))
-            })?;
+        let files = Files::open(&cfg.data_dir).map_err(|e| {
+            ClusterError::Internal(format!(
+                "cannot open the snapshot folder in {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
+        let sizes = Arc::new(LogSizes::new(store.log_sizes().map_err(|e| {
+            ClusterError::Internal(format!(
+                "cannot read the log in {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?));
+        let (sm, state) = StateMachine::open(
+            store.clone(),
+            files,
+            sizes.clone(),
+            events.clone(),
+            applied.clone(),
+        )
+        .map_err(|e| {
+            ClusterError::Internal(format!(
+                "cannot load state from {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
         if let Some(d) = state.read().unwrap_or_else(|p| p.into_inner()).domain()
             && d != cfg.domain
         {
@@ -48,7 +69,7 @@ impl ClusterNode {
                 cfg.domain
             )));
         }
-        let log = LogStore::new(store.clone(), committed.clone());
+        let log = LogStore::new(store.clone(), committed.clone(), sizes.clone());
         let t = &cfg.raft;
         let config = openraft::Config {
             cluster_name: format!("presenced-{}", cfg.domain),
@@ -76,6 +97,7 @@ impl ClusterNode {
         )
         .await
         .map_err(|e| ClusterError::Internal(format!("raft start: {e}")))?;
+        crate::compaction::spawn(raft.clone(), sizes, t.snapshot_log_bytes, t.keep_log_bytes);
         let node = Arc::new_cyclic(|me| ClusterNode {
             batcher: crate::batcher::Batcher::start(me.clone()),
             id: cfg.node_id,
@@ -100,9 +122,19 @@ impl ClusterNode {
     /// The gRPC services peers call (Raft transport and cluster helpers), guarded by the
     /// cluster secret.
     pub fn grpc(self: &Arc<Self>) -> tonic::transport::server::Router {
-        let raft = RaftServer::with_interceptor(RaftService(self.clone()), self.check.clone());
-        let cluster =
-            ClusterServer::with_interceptor(ClusterService(self.clone()), self.check.clone());
+        let max = presenced_proto::MAX_MESSAGE_BYTES;
+        let raft = InterceptedService::new(
+            RaftServer::new(RaftService(self.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            self.check.clone(),
+        );
+        let cluster = InterceptedService::new(
+            ClusterServer::new(ClusterService(self.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            self.check.clone(),
+        );
         tonic::transport::Server::builder()
             .add_service(raft)
             .add_service(cluster)

@@ -50,7 +50,8 @@ impl ClusterNode {
         }
         let ch = channel(addr).map_err(ClusterError::Invalid)?;
         let c = ClusterClient::with_interceptor(ch, self.secret.clone())
-            .max_decoding_message_size(presenced_proto::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(presenced_proto::MAX_MESSAGE_BYTES);
         peers.insert(addr.to_string(), c.clone());
         Ok(c)
     }

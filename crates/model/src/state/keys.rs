@@ -15,6 +15,19 @@ pub(super) enum Key {
 }
 
 impl Key {
+    /// The user a per-user record belongs to.
+    pub(super) fn user(&self) -> Option<&str> {
+        match self {
+            Key::Meta | Key::Settings => None,
+            Key::Account(u)
+            | Key::Version(u)
+            | Key::Item(u, _)
+            | Key::PendingIn(u, _)
+            | Key::OfflineNext(u)
+            | Key::Offline(u, _) => Some(u),
+        }
+    }
+
     pub(super) fn encode(&self) -> Vec<u8> {
         let join = |p: &str, a: &str, b: &[u8]| {
             let mut v = Vec::with_capacity(p.len() + a.len() + b.len() + 1);

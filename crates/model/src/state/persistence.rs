@@ -80,85 +80,81 @@ impl State {
     }
 
     /// Rebuild a state from records (as written by `take_changes` or `records`).
+    /// Streams: in key order (as a store or a snapshot yields them) every account
+    /// comes before its other records, which are placed at once; records met before
+    /// their account wait until the end.
     pub fn load<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(
         records: I,
     ) -> Result<State, LoadError> {
         let mut s = State::default();
-        let mut accounts = BTreeMap::new();
-        let mut rest = Vec::new();
+        let mut early = Vec::new();
         for (k, v) in records {
-            let bad = |reason: String| LoadError {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                reason,
+            let raw = || String::from_utf8_lossy(&k).into_owned();
+            let key = Key::decode(&k).ok_or_else(|| LoadError {
+                key: raw(),
+                reason: "unknown key".into(),
+            })?;
+            let de = |e: serde_json::Error| LoadError {
+                key: raw(),
+                reason: e.to_string(),
             };
-            let key = Key::decode(&k).ok_or_else(|| bad("unknown key".into()))?;
-            let de = |reason: serde_json::Error| bad(reason.to_string());
             match key {
                 Key::Meta => s.meta = record(&v).map_err(de)?,
                 Key::Settings => s.settings = record(&v).map_err(de)?,
                 Key::Account(u) => {
-                    accounts.insert(u, record::<Account>(&v).map_err(de)?);
+                    let account: Account = record(&v).map_err(de)?;
+                    match s.users.get_mut(&u) {
+                        Some(d) => d.account = account,
+                        None => {
+                            s.users.insert(
+                                u,
+                                UserData {
+                                    account,
+                                    roster: Roster::default(),
+                                    offline: OfflineQueue::default(),
+                                },
+                            );
+                        }
+                    }
                 }
-                other => rest.push((other, v, String::from_utf8_lossy(&k).into_owned())),
+                other if s.users.contains_key(other.user().unwrap_or_default()) => {
+                    s.place(other, &v, raw)?;
+                }
+                other => early.push((other, v, raw())),
             }
         }
-        for (u, account) in accounts {
-            s.users.insert(
-                u,
-                UserData {
-                    account,
-                    roster: Roster::default(),
-                    offline: OfflineQueue::default(),
-                },
-            );
-        }
-        for (key, v, raw) in rest {
-            let bad = |reason: String| LoadError {
-                key: raw.clone(),
-                reason,
-            };
-            let orphan = || bad("record of an unknown account".into());
-            let de = |e: serde_json::Error| bad(e.to_string());
-            match key {
-                Key::Version(u) => {
-                    s.users.get_mut(&u).ok_or_else(orphan)?.roster.version =
-                        record(&v).map_err(de)?
-                }
-                Key::Item(u, j) => {
-                    let item: RosterItem = record(&v).map_err(de)?;
-                    s.users
-                        .get_mut(&u)
-                        .ok_or_else(orphan)?
-                        .roster
-                        .items
-                        .insert(j, item);
-                }
-                Key::PendingIn(u, j) => {
-                    s.users
-                        .get_mut(&u)
-                        .ok_or_else(orphan)?
-                        .roster
-                        .pending_in
-                        .insert(j);
-                }
-                Key::OfflineNext(u) => {
-                    s.users.get_mut(&u).ok_or_else(orphan)?.offline.next_seq =
-                        record(&v).map_err(de)?
-                }
-                Key::Offline(u, seq) => {
-                    let m: OfflineMessage = record(&v).map_err(de)?;
-                    s.users
-                        .get_mut(&u)
-                        .ok_or_else(orphan)?
-                        .offline
-                        .messages
-                        .insert(seq, m);
-                }
-                Key::Meta | Key::Settings | Key::Account(_) => {}
-            }
+        for (key, v, raw) in early {
+            let raw = || raw.clone();
+            s.place(key, &v, raw)?;
         }
         s.rebuild_index();
         Ok(s)
+    }
+
+    /// Put one per-user record (not an account) into its user's data.
+    fn place(&mut self, key: Key, v: &[u8], raw: impl Fn() -> String) -> Result<(), LoadError> {
+        let bad = |reason: String| LoadError { key: raw(), reason };
+        let orphan = || bad("record of an unknown account".into());
+        let de = |e: serde_json::Error| bad(e.to_string());
+        let user = key.user().unwrap_or_default().to_string();
+        let d = self.users.get_mut(&user).ok_or_else(orphan)?;
+        match key {
+            Key::Version(_) => d.roster.version = record(v).map_err(de)?,
+            Key::Item(_, j) => {
+                let item: RosterItem = record(v).map_err(de)?;
+                d.roster.items.insert(j, item);
+            }
+            Key::PendingIn(_, j) => {
+                d.roster.pending_in.insert(j);
+            }
+            Key::OfflineNext(_) => d.offline.next_seq = record(v).map_err(de)?,
+            Key::Offline(_, seq) => {
+                let m: OfflineMessage = record(v).map_err(de)?;
+                d.offline.messages.insert(seq, m);
+            }
+            Key::Meta | Key::Settings | Key::Account(_) => {}
+        }
+        Ok(())
     }
 
     pub(super) fn rebuild_index(&mut self) {
