@@ -99,72 +99,102 @@ const PASSWORD_MAX: usize = 1024;
 /// core, and the accounts are proposed as one Raft write (a `Command::Batch` of
 /// `CreateAccount`s). The state machine still decides: an account created meanwhile is
 /// refused there (`user_exists`), and an existing account is never changed.
+///
+/// A `retry` repeats a call whose outcome the caller does not know: an existing account
+/// whose stored credentials match the password sent was created by that call, and is
+/// reported as added again (checking costs one PBKDF2 per existing account).
 pub(crate) async fn import(
     svc: &AdminService,
     r: UserImportRequest,
 ) -> Result<UserImportReply, Status> {
-    if r.entries.len() > IMPORT_MAX {
+    let UserImportRequest { entries, retry } = r;
+    if entries.len() > IMPORT_MAX {
         return Err(Status::invalid_argument(format!(
             "at most {IMPORT_MAX} accounts per call (got {})",
-            r.entries.len()
+            entries.len()
         )));
     }
-    let refuse = |name: &str, reason: Refusal| Refused {
-        user: name.to_string(),
-        contact: String::new(),
-        code: reason.code().into(),
-        reason: reason.to_string(),
-    };
     let mut refused = Vec::new();
-    // (index in the request, name as sent, normalised name, password)
-    let mut todo = Vec::with_capacity(r.entries.len());
-    for (i, e) in r.entries.into_iter().enumerate() {
+    let mut todo = Vec::with_capacity(entries.len());
+    for (index, e) in entries.into_iter().enumerate() {
         let user = match names::normalize_user(&e.name, svc.domain()) {
             Ok(u) => u,
             Err(reason) => {
-                refused.push(refuse(&e.name, reason));
+                refused.push(refuse(e.name, reason));
                 continue;
             }
         };
         if e.password.is_empty() || e.password.len() > PASSWORD_MAX {
             let what =
                 format!("the password of {user} is empty or longer than {PASSWORD_MAX} bytes");
-            refused.push(refuse(&e.name, Refusal::BadValue(what)));
+            refused.push(refuse(e.name, Refusal::BadValue(what)));
             continue;
         }
-        todo.push((i, e.name, user, e.password));
+        todo.push(Todo {
+            index: index as u32,
+            sent: e.name,
+            user,
+            password: e.password,
+        });
     }
-    // Existing accounts: refused now, so that a re-run derives nothing for them.
-    let exists: Vec<bool> = svc
+    // Existing accounts are refused now, so that a re-run derives nothing for them
+    // (on a retry, their credentials are checked instead).
+    let existing: Vec<Option<Option<Credentials>>> = svc
         .node
-        .linearizable(|s| todo.iter().map(|t| s.user(&t.2).is_some()).collect())
+        .linearizable(|s| {
+            todo.iter()
+                .map(|t| {
+                    s.user(&t.user)
+                        .map(|d| retry.then(|| d.account.credentials.clone()))
+                })
+                .collect()
+        })
         .await
         .map_err(cluster)?;
     let mut fresh = Vec::with_capacity(todo.len());
-    for (t, exists) in todo.into_iter().zip(exists) {
-        if exists {
-            refused.push(refuse(&t.1, Refusal::UserExists(t.2)));
-        } else {
-            fresh.push(t);
+    let mut check = Vec::new();
+    for (t, existing) in todo.into_iter().zip(existing) {
+        match existing {
+            None => fresh.push(t),
+            Some(Some(stored)) => check.push((t, stored)),
+            Some(None) => refused.push(refuse(t.sent, Refusal::UserExists(t.user))),
         }
     }
     let mut added = Vec::new();
+    if fresh.is_empty() && check.is_empty() {
+        return Ok(UserImportReply { added, refused });
+    }
+    let domain = svc.domain().to_string();
+    let (fresh, creds, check) = tokio::task::spawn_blocking(move || {
+        let creds = par_map(&fresh, |t| {
+            Credentials::derive(
+                &t.user,
+                &domain,
+                &t.password,
+                credentials::DEFAULT_ITERATIONS,
+            )
+        });
+        let same = par_map(&check, |(t, stored)| stored.verify_password(&t.password));
+        let check: Vec<(Todo, bool)> = check.into_iter().map(|(t, _)| t).zip(same).collect();
+        (fresh, creds, check)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("credential derivation failed: {e}")))?;
+    for (t, same) in check {
+        if same {
+            added.push(t.added());
+        } else {
+            refused.push(refuse(t.sent, Refusal::UserExists(t.user)));
+        }
+    }
     if fresh.is_empty() {
         return Ok(UserImportReply { added, refused });
     }
-    let pairs: Vec<(String, String)> = fresh
-        .iter_mut()
-        .map(|t| (t.2.clone(), std::mem::take(&mut t.3)))
-        .collect();
-    let domain = svc.domain().to_string();
-    let creds = tokio::task::spawn_blocking(move || derive_all(&pairs, &domain))
-        .await
-        .map_err(|e| Status::internal(format!("credential derivation failed: {e}")))?;
     let commands = fresh
         .iter()
         .zip(creds)
         .map(|(t, credentials)| Command::CreateAccount {
-            user: t.2.clone(),
+            user: t.user.clone(),
             credentials,
         })
         .collect();
@@ -172,37 +202,56 @@ pub(crate) async fn import(
         Reply::Batch { outcomes } if outcomes.len() == fresh.len() => outcomes,
         other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
     };
-    for ((index, sent, user, _), outcome) in fresh.into_iter().zip(outcomes) {
+    for (t, outcome) in fresh.into_iter().zip(outcomes) {
         match outcome {
-            Ok(_) => added.push(ImportedUser {
-                index: index as u32,
-                name: user,
-            }),
-            Err(reason) => refused.push(refuse(&sent, reason)),
+            Ok(_) => added.push(t.added()),
+            Err(reason) => refused.push(refuse(t.sent, reason)),
         }
     }
+    added.sort_by_key(|a| a.index);
     Ok(UserImportReply { added, refused })
 }
 
-/// Credentials for every (user, password), in order, derived on all cores (PBKDF2 is
-/// the whole cost of an import).
-fn derive_all(pairs: &[(String, String)], domain: &str) -> Vec<Credentials> {
+/// One entry of a `UserImport` call that passed the checks.
+struct Todo {
+    /// Position in the request.
+    index: u32,
+    /// The name as sent.
+    sent: String,
+    /// The normalised name.
+    user: String,
+    password: String,
+}
+
+impl Todo {
+    fn added(self) -> ImportedUser {
+        ImportedUser {
+            index: self.index,
+            name: self.user,
+        }
+    }
+}
+
+fn refuse(name: String, reason: Refusal) -> Refused {
+    Refused {
+        user: name,
+        contact: String::new(),
+        code: reason.code().into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `f` over `items`, in order, on all cores (PBKDF2 is the whole cost of an import).
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
-        .clamp(1, pairs.len().max(1));
-    let per = pairs.len().div_ceil(threads).max(1);
+        .clamp(1, items.len().max(1));
+    let per = items.len().div_ceil(threads).max(1);
+    let f = &f;
     std::thread::scope(|s| {
-        let parts: Vec<_> = pairs
+        let parts: Vec<_> = items
             .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(u, p)| {
-                            Credentials::derive(u, domain, p, credentials::DEFAULT_ITERATIONS)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
             .collect();
         parts
             .into_iter()
@@ -233,5 +282,21 @@ impl AdminService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_map_keeps_order() {
+        let items: Vec<u32> = (0..1001).collect();
+        assert_eq!(
+            par_map(&items, |i| i * 2),
+            (0..1001).map(|i| i * 2).collect::<Vec<_>>()
+        );
+        assert!(par_map(&[] as &[u32], |i| *i).is_empty());
+        assert_eq!(par_map(&[7u32], |i| i + 1), vec![8]);
     }
 }

@@ -34,9 +34,14 @@ impl Ctx {
         self.timeout.max(LONG_CALL)
     }
 
-    /// Progress bars go to stderr when a person watches it (and never with --json).
-    fn progress(&self) -> bool {
-        !self.json && std::io::stderr().is_terminal()
+    /// How an import sends: `chunk` rows per call, the long timeout, and a progress
+    /// bar on stderr when a person watches it (never with --json).
+    fn sending(&self, chunk: usize) -> import::Sending {
+        import::Sending {
+            chunk,
+            timeout: self.long_timeout(),
+            progress: !self.json && std::io::stderr().is_terminal(),
+        }
     }
 }
 
@@ -189,7 +194,8 @@ pub async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<Report, CliError> {
         UserCmd::Import {
             file,
             passwords_out,
-        } => user_import(ctx, &file, passwords_out.as_deref()).await,
+            chunk,
+        } => user_import(ctx, &file, passwords_out.as_deref(), chunk).await,
         UserCmd::Policy { name, key, value } => {
             let conn = ctx.connect().await?;
             let req = PolicyRequest { name, key, value };
@@ -274,21 +280,15 @@ pub async fn roster(ctx: &Ctx, cmd: RosterCmd) -> Result<Report, CliError> {
                 format!("removed {contact} from the roster of {user}"),
             ))
         }
-        RosterCmd::Import { file } => {
+        RosterCmd::Import { file, chunk } => {
             let mut input = Input::new(&file);
             let total = import::roster::check(&mut input)?;
             let conn = ctx.connect().await?;
             let mut outcome = Outcome::new(ctx.json);
-            let error = import::roster::run(
-                &conn,
-                &mut input,
-                total,
-                ctx.long_timeout(),
-                ctx.progress(),
-                &mut outcome,
-            )
-            .await
-            .or_else(|| outcome.refusal_error("entries"));
+            let error =
+                import::roster::run(&conn, &mut input, total, ctx.sending(chunk), &mut outcome)
+                    .await
+                    .or_else(|| outcome.refusal_error("entries"));
             Ok(Report::ok(outcome.json(), outcome.summary()).with_error(error))
         }
     }
@@ -299,6 +299,7 @@ async fn user_import(
     ctx: &Ctx,
     file: &Path,
     passwords_out: Option<&Path>,
+    chunk: usize,
 ) -> Result<Report, CliError> {
     let mut input = Input::new(file);
     let checked = import::users::check(&mut input, passwords_out)?;
@@ -312,8 +313,7 @@ async fn user_import(
         &mut input,
         &checked,
         passwords,
-        ctx.long_timeout(),
-        ctx.progress(),
+        ctx.sending(chunk),
         &mut outcome,
     )
     .await

@@ -142,6 +142,10 @@ pub enum UserCmd {
         /// created with mode 0600, appended to if it exists); they are never printed
         #[arg(long, value_name = "FILE")]
         passwords_out: Option<PathBuf>,
+        /// Accounts per call (at most 2000)
+        #[arg(long, value_name = "N", default_value_t = import::users::CHUNK,
+              value_parser = chunk_size::<{ import::users::CHUNK_MAX }>)]
+        chunk: usize,
     },
     /// Set a per-user policy override
     Policy {
@@ -173,7 +177,21 @@ pub enum RosterCmd {
     Remove { user: String, contact: String },
     /// Bulk-add contacts from a CSV file (user,contact[,name[,group]]; `-` reads stdin);
     /// contacts already listed as asked are counted as unchanged
-    Import { file: PathBuf },
+    Import {
+        file: PathBuf,
+        /// Entries per call (at most 10000); the calls go one after the other
+        #[arg(long, value_name = "N", default_value_t = import::roster::CHUNK,
+              value_parser = chunk_size::<{ import::roster::CHUNK_MAX }>)]
+        chunk: usize,
+    },
+}
+
+/// A chunk size from 1 to `MAX`.
+fn chunk_size<const MAX: usize>(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number from 1 to {MAX}")),
+    }
 }
 
 fn main() -> ExitCode {

@@ -76,7 +76,16 @@ fn roster_import_chunks_in_file_order() {
         }
     }
     let file = temp_file("import.csv", &csv);
-    let o = run(&s, &["roster", "import", file.to_str().unwrap()]);
+    let o = run(
+        &s,
+        &[
+            "roster",
+            "import",
+            file.to_str().unwrap(),
+            "--chunk",
+            "5000",
+        ],
+    );
     assert_eq!(o.code, 4, "{}", o.stderr);
     assert!(
         o.stdout.starts_with(
@@ -134,4 +143,38 @@ fn roster_import_bad_row_sends_nothing() {
     assert!(s.rec.lock().unwrap().roster_calls.is_empty());
     let o = run(&s, &["roster", "import", "/nonexistent/roster.csv"]);
     assert_eq!(o.code, 2);
+}
+
+#[test]
+fn roster_import_retries_while_unavailable() {
+    let s = serve(Fake::default());
+    let mut csv = String::new();
+    for i in 0..2500 {
+        let contact = if i == 2100 {
+            "flaky1".to_string()
+        } else {
+            format!("c{i}")
+        };
+        csv.push_str(&format!("u{},{contact}\n", i % 5));
+    }
+    let file = temp_file("flaky.csv", &csv);
+    let o = run(&s, &["roster", "import", file.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "imported: 2500 added, 0 refused\n");
+    assert_eq!(
+        o.stderr
+            .lines()
+            .filter(|l| l
+                .starts_with("warning: no leader; retry later; trying the same rows again in "))
+            .count(),
+        2,
+        "{}",
+        o.stderr
+    );
+    let calls = s.rec.lock().unwrap().roster_calls.clone();
+    assert_eq!(
+        calls.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2000, 500, 500, 500]
+    );
+    assert_eq!(calls[1], calls[3]);
 }

@@ -54,9 +54,13 @@ fn user_import_chunks_and_passwords_file() {
     assert_eq!(o.stderr, "error: 1 of 1235 rows refused\n");
     let calls = s.rec.lock().unwrap().user_import_calls.clone();
     assert_eq!(
-        calls.iter().map(Vec::len).collect::<Vec<_>>(),
-        [500, 500, 235]
+        calls
+            .iter()
+            .map(|(c, retry)| (c.len(), *retry))
+            .collect::<Vec<_>>(),
+        [(500, false), (500, false), (235, false)]
     );
+    let calls: Vec<_> = calls.into_iter().map(|(c, _)| c).collect();
     let flat: Vec<_> = calls.into_iter().flatten().collect();
     for (i, e) in flat.iter().take(1234).enumerate() {
         assert_eq!(e.name, format!("u{i}"));
@@ -101,7 +105,7 @@ fn user_import_chunks_and_passwords_file() {
     assert_eq!(v["generated"], 0);
     assert_eq!(v["refused"][0]["user"], "u0");
     let again = s.rec.lock().unwrap().user_import_calls.clone();
-    for e in again.iter().skip(3).flatten() {
+    for e in again.iter().skip(3).flat_map(|(c, _)| c) {
         assert!(!o.stdout.contains(&e.password) || e.password.starts_with("pw"));
     }
     assert_eq!(std::fs::read_to_string(&pw).unwrap(), written);
@@ -152,4 +156,53 @@ fn user_import_bad_row_sends_nothing() {
         assert!(o.stderr.contains("others may read it"), "{}", o.stderr);
         assert_eq!(s.rec.lock().unwrap().user_import_calls.len(), 1);
     }
+}
+
+#[test]
+fn user_import_retries_a_call_whose_answer_was_lost() {
+    let s = serve(Fake::default());
+    let mut csv = String::new();
+    for i in 0..700 {
+        csv.push_str(&format!("u{i}\n"));
+    }
+    csv.push_str("flaky1\n");
+    let file = temp_file("flaky-users.csv", &csv);
+    let pw = file.with_file_name("flaky-passwords.csv");
+    let _ = std::fs::remove_file(&pw);
+    let o = run(
+        &s,
+        &[
+            "user",
+            "import",
+            file.to_str().unwrap(),
+            "--passwords-out",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.starts_with("imported: 701 added, 0 refused\n"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stderr
+            .starts_with("warning: no quorum: write not committed within 5s")
+            && o.stderr.contains("trying the same rows again"),
+        "{}",
+        o.stderr
+    );
+    let calls = s.rec.lock().unwrap().user_import_calls.clone();
+    assert_eq!(
+        calls
+            .iter()
+            .map(|(c, retry)| (c.len(), *retry))
+            .collect::<Vec<_>>(),
+        [(500, false), (201, false), (201, true)]
+    );
+    // The retry carried the same passwords, and every account is in the file once.
+    assert_eq!(calls[1].0, calls[2].0);
+    let written = std::fs::read_to_string(&pw).unwrap();
+    assert_eq!(written.lines().count(), 1 + 701);
+    assert!(written.ends_with(&format!("flaky1,{}\n", calls[2].0[200].password)));
 }

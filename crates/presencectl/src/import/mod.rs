@@ -10,17 +10,19 @@ pub mod users;
 
 use std::fmt::Write as _;
 use std::fs::File;
+use std::future::Future;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use presenced_proto::admin::Refused;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::client::CliError;
+use crate::client::{CliError, EXIT_UNAVAILABLE};
 use crate::output::refused_json;
 
 /// Examples shown per refusal code in the summary.
@@ -29,6 +31,21 @@ const EXAMPLES: usize = 3;
 pub const JSON_LIST_MAX: usize = 10_000;
 /// Exit code after Ctrl-C.
 const EXIT_INTERRUPTED: u8 = 130;
+/// How long one chunk is retried while the node or the cluster is unavailable.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// The longest pause between two tries.
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(8);
+
+/// How the sending pass goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Sending {
+    /// Rows per call.
+    pub chunk: usize,
+    /// Per-call timeout.
+    pub timeout: std::time::Duration,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
 
 /// The file to import, or stdin (`-`). Stdin is copied to an unlinked temporary file
 /// during the first pass, so that the second pass can read it again.
@@ -142,6 +159,50 @@ where
         }
     });
     rx
+}
+
+/// One call of an import, tried again (with the same rows) while it fails because the
+/// node or the cluster is unavailable (no leader, no quorum, a timeout, a lost
+/// connection), for up to `RETRY_FOR`. `call` is told whether it is a retry. Trying
+/// again is safe: the previous try either never applied or applied before the retry
+/// in the log (one leader's log keeps the order of its proposals, and a new leader
+/// commits what it keeps before anything new), and re-applying a chunk changes nothing
+/// more. Each failure is reported on stderr (above the progress bar, if any).
+pub async fn with_retry<T, F, Fut>(
+    bar: Option<&ProgressBar>,
+    stop: &Stop,
+    mut call: F,
+) -> Result<T, CliError>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = Result<T, CliError>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    let mut retry = false;
+    loop {
+        match call(retry).await {
+            Err(e)
+                if e.exit == EXIT_UNAVAILABLE
+                    && !stop.requested()
+                    && start.elapsed() + pause < RETRY_FOR =>
+            {
+                let line = format!(
+                    "warning: {}; trying the same rows again in {:.1}s",
+                    e.message,
+                    pause.as_secs_f64()
+                );
+                match bar {
+                    Some(pb) => pb.println(line),
+                    None => eprintln!("{line}"),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                retry = true;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A progress bar on stderr with rate and time left.

@@ -4,16 +4,17 @@
 //! the contact-list limit makes "195 + 6 at a limit of 200" add exactly the first 5).
 
 use std::io::Read;
-use std::time::Duration;
 
 use presenced_proto::admin::{ContactEntry, RosterAddRequest};
 
 use super::rows::Rows;
-use super::{Input, Outcome, Stop, progress_bar};
+use super::{Input, Outcome, Sending, Stop, progress_bar, with_retry};
 use crate::client::{CliError, Conn};
 
-/// Entries per RosterAdd call (the server takes at most 10,000).
-pub const CHUNK: usize = 5_000;
+/// Entries per RosterAdd call by default (the server takes at most 10,000).
+pub const CHUNK: usize = 2_000;
+/// The most entries one RosterAdd call may carry.
+pub const CHUNK_MAX: usize = 10_000;
 
 /// The entries of a roster CSV, one at a time.
 pub struct RosterRows<R: Read> {
@@ -98,15 +99,14 @@ pub fn check(input: &mut Input) -> Result<u64, CliError> {
     Ok(n)
 }
 
-/// Second pass: send the entries in file order, `CHUNK` per call, one call after the
+/// Second pass: send the entries in file order, `how.chunk` per call, one call after the
 /// other. Stops at the first failing call (or at Ctrl-C, after the call in flight); the
 /// outcome so far is returned with the error.
 pub async fn run(
     conn: &Conn,
     input: &mut Input,
     total: u64,
-    call_timeout: Duration,
-    progress: bool,
+    how: Sending,
     outcome: &mut Outcome,
 ) -> Option<CliError> {
     outcome.total = total;
@@ -117,10 +117,10 @@ pub async fn run(
     };
     let mut chunks = super::read_ahead(move || {
         let mut rows = RosterRows::new(reader, &source);
-        move || rows.next_chunk(CHUNK)
+        move || rows.next_chunk(how.chunk)
     });
     let stop = Stop::on_ctrl_c();
-    let bar = progress.then(|| progress_bar(total, "contacts"));
+    let bar = how.progress.then(|| progress_bar(total, "contacts"));
     let mut error = None;
     while let Some(chunk) = chunks.recv().await {
         let chunk = match chunk {
@@ -135,11 +135,14 @@ pub async fn run(
             break;
         }
         let n = chunk.len() as u64;
-        let req = RosterAddRequest { entries: chunk };
-        match conn
-            .change_within(call_timeout, |mut c| async move { c.roster_add(req).await })
-            .await
-        {
+        let result = with_retry(bar.as_ref(), &stop, |_| {
+            let req = RosterAddRequest {
+                entries: chunk.clone(),
+            };
+            conn.change_within(how.timeout, |mut c| async move { c.roster_add(req).await })
+        })
+        .await;
+        match result {
             Ok(reply) => {
                 outcome.sent += n;
                 outcome.added += reply.added.len() as u64;
@@ -242,9 +245,9 @@ alice,erin
 
     #[test]
     fn order_is_file_order() {
-        let csv: String = (0..12_000).map(|i| format!("u{},c{i}\n", i % 7)).collect();
+        let csv: String = (0..4_800).map(|i| format!("u{},c{i}\n", i % 7)).collect();
         let es = parse(csv.as_bytes(), "f").unwrap();
-        assert_eq!(es.len(), 12_000);
+        assert_eq!(es.len(), 4_800);
         assert!(
             es.iter()
                 .enumerate()
@@ -259,7 +262,7 @@ alice,erin
             }
             chunks.push(c.len());
         }
-        assert_eq!(chunks, vec![5_000, 5_000, 2_000]);
+        assert_eq!(chunks, vec![2_000, 2_000, 800]);
     }
 
     #[test]

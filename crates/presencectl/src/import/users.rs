@@ -6,18 +6,19 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use presenced_model::credentials::generate_password;
 use presenced_proto::admin::{UserImportEntry, UserImportRequest};
 use serde_json::json;
 
 use super::rows::Rows;
-use super::{Input, Outcome, Stop, progress_bar};
-use crate::client::{CliError, Conn, UNKNOWN_OUTCOME};
+use super::{Input, Outcome, Sending, Stop, progress_bar, with_retry};
+use crate::client::{CliError, Conn, EXIT_UNAVAILABLE};
 
-/// Accounts per UserImport call (the server takes at most 2,000).
+/// Accounts per UserImport call by default.
 pub const CHUNK: usize = 500;
+/// The most accounts one UserImport call may carry.
+pub const CHUNK_MAX: usize = 2_000;
 /// Longest password the server accepts.
 const PASSWORD_MAX: usize = 1024;
 
@@ -188,9 +189,9 @@ impl PasswordsOut {
 /// One call's worth: the entries, and the generated password of each (if it was).
 type Chunk = Vec<(UserImportEntry, Option<String>)>;
 
-fn next_chunk<R: Read>(rows: &mut UserRows<R>) -> Result<Chunk, CliError> {
-    let mut out = Vec::with_capacity(CHUNK);
-    while out.len() < CHUNK {
+fn next_chunk<R: Read>(rows: &mut UserRows<R>, n: usize) -> Result<Chunk, CliError> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
         let Some(u) = rows.next_user()? else { break };
         let (password, generated) = match u.password {
             Some(p) => (p, None),
@@ -210,7 +211,7 @@ fn next_chunk<R: Read>(rows: &mut UserRows<R>) -> Result<Chunk, CliError> {
     Ok(out)
 }
 
-/// Second pass: send the accounts in file order, `CHUNK` per call, one call after the
+/// Second pass: send the accounts in file order, `how.chunk` per call, one call after the
 /// other, writing the generated passwords of the created accounts after each call.
 /// Stops at the first failing call (or at Ctrl-C, after the call in flight).
 pub async fn run(
@@ -218,8 +219,7 @@ pub async fn run(
     input: &mut Input,
     checked: &Checked,
     mut passwords: Option<PasswordsOut>,
-    call_timeout: Duration,
-    progress: bool,
+    how: Sending,
     outcome: &mut Outcome,
 ) -> Option<CliError> {
     outcome.total = checked.rows;
@@ -230,10 +230,10 @@ pub async fn run(
     };
     let mut chunks = super::read_ahead(move || {
         let mut rows = UserRows::new(reader, &source);
-        move || next_chunk(&mut rows)
+        move || next_chunk(&mut rows, how.chunk)
     });
     let stop = Stop::on_ctrl_c();
-    let bar = progress.then(|| progress_bar(checked.rows, "accounts"));
+    let bar = how.progress.then(|| progress_bar(checked.rows, "accounts"));
     let mut error = None;
     while let Some(chunk) = chunks.recv().await {
         let chunk = match chunk {
@@ -249,14 +249,15 @@ pub async fn run(
         }
         let n = chunk.len() as u64;
         let (entries, generated): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
-        let req = UserImportRequest { entries };
-        match conn
-            .change_within(
-                call_timeout,
-                |mut c| async move { c.user_import(req).await },
-            )
-            .await
-        {
+        let result = with_retry(bar.as_ref(), &stop, |retry| {
+            let req = UserImportRequest {
+                entries: entries.clone(),
+                retry,
+            };
+            conn.change_within(how.timeout, |mut c| async move { c.user_import(req).await })
+        })
+        .await;
+        match result {
             Ok(reply) => {
                 outcome.sent += n;
                 outcome.added += reply.added.len() as u64;
@@ -280,10 +281,11 @@ pub async fn run(
                 }
             }
             Err(mut e) => {
-                if e.message.ends_with(UNKNOWN_OUTCOME) && generated.iter().any(Option::is_some) {
+                if e.exit == EXIT_UNAVAILABLE && generated.iter().any(Option::is_some) {
                     e.message.push_str(
-                        "; accounts of that call created with a generated password need a new \
-                         one (`presencectl user passwd`)",
+                        "; if that call created accounts, their generated passwords are lost: a \
+                         re-run reports them as user_exists, give them new ones with \
+                         `presencectl user passwd`",
                     );
                 }
                 error = Some(e);
@@ -383,7 +385,7 @@ mod tests {
         let mut sizes = Vec::new();
         let mut i = 0;
         loop {
-            let c = next_chunk(&mut rows).unwrap();
+            let c = next_chunk(&mut rows, CHUNK).unwrap();
             if c.is_empty() {
                 break;
             }

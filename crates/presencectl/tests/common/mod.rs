@@ -24,9 +24,12 @@ pub const SECRET: &str = "fake-secret-0123456789";
 pub struct Recorded {
     pub roster_calls: Vec<Vec<ContactEntry>>,
     pub passwords: Vec<(String, String)>,
-    pub user_import_calls: Vec<Vec<UserImportEntry>>,
-    /// Accounts created through user_import.
-    pub users: std::collections::BTreeSet<String>,
+    /// Every UserImport call, with its retry flag.
+    pub user_import_calls: Vec<(Vec<UserImportEntry>, bool)>,
+    /// Accounts created through user_import, with their passwords.
+    pub users: std::collections::BTreeMap<String, String>,
+    /// RosterAdd calls failed on purpose (see `roster_add`).
+    pub flaky_failures: usize,
 }
 
 #[derive(Clone, Default)]
@@ -211,24 +214,33 @@ impl Admin for Fake {
     }
 
     async fn user_import(&self, r: Request<UserImportRequest>) -> Reply<UserImportReply> {
-        let entries = r.into_inner().entries;
+        let UserImportRequest { entries, retry } = r.into_inner();
         let mut rec = self.rec.lock().unwrap();
-        rec.user_import_calls.push(entries.clone());
+        rec.user_import_calls.push((entries.clone(), retry));
         let mut reply = UserImportReply::default();
-        for (i, e) in entries.into_iter().enumerate() {
-            if e.name.starts_with("taken") || !rec.users.insert(e.name.clone()) {
+        for (i, e) in entries.iter().enumerate() {
+            let same = rec.users.get(&e.name) == Some(&e.password);
+            if e.name.starts_with("taken") || (rec.users.contains_key(&e.name) && !(retry && same))
+            {
                 reply.refused.push(Refused {
                     reason: format!("user {} already exists", e.name),
-                    user: e.name,
+                    user: e.name.clone(),
                     contact: String::new(),
                     code: "user_exists".into(),
                 });
             } else {
+                rec.users.insert(e.name.clone(), e.password.clone());
                 reply.added.push(ImportedUser {
                     index: i as u32,
-                    name: e.name,
+                    name: e.name.clone(),
                 });
             }
+        }
+        // A "flaky" row: the first call carrying it is applied, but its answer is lost.
+        if entries.iter().any(|e| e.name.starts_with("flaky")) && !retry {
+            return Err(Status::unavailable(
+                "no quorum: write not committed within 5s; it may still be applied",
+            ));
         }
         Ok(Response::new(reply))
     }
@@ -251,7 +263,15 @@ impl Admin for Fake {
 
     async fn roster_add(&self, r: Request<RosterAddRequest>) -> Reply<RosterAddReply> {
         let entries = r.into_inner().entries;
-        self.rec.lock().unwrap().roster_calls.push(entries.clone());
+        {
+            let mut rec = self.rec.lock().unwrap();
+            rec.roster_calls.push(entries.clone());
+            // A "flaky" contact: the first two calls carrying it find no quorum.
+            if entries.iter().any(|e| e.contact.starts_with("flaky")) && rec.flaky_failures < 2 {
+                rec.flaky_failures += 1;
+                return Err(Status::unavailable("no leader; retry later"));
+            }
+        }
         let (refused, added): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .partition(|e| e.contact.starts_with("full"));
