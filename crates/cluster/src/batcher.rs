@@ -55,12 +55,33 @@ impl Batcher {
     async fn send(&self, cmd: Command, local_only: bool) -> Answer {
         let bytes = crate::network::encoded_len(&cmd);
         if bytes > presenced_proto::MAX_COMMAND_BYTES {
-            return Err(ClusterError::Invalid(format!(
-                "a {} write of {bytes} bytes is larger than the {} bytes one write may carry",
-                cmd.name(),
-                presenced_proto::MAX_COMMAND_BYTES
-            )));
+            return Box::pin(self.send_split(cmd, bytes, local_only)).await;
         }
+        self.send_one(cmd, bytes, local_only).await
+    }
+
+    /// A bulk command too large for one log entry goes as consecutive parts; their
+    /// replies are joined. Anything else that large is refused.
+    async fn send_split(&self, cmd: Command, bytes: usize, local_only: bool) -> Answer {
+        let name = cmd.name();
+        let parts = cmd.split(presenced_proto::BATCH_BYTES).map_err(|_| {
+            ClusterError::Invalid(format!(
+                "a {name} write of {bytes} bytes is larger than the {} bytes one write may carry",
+                presenced_proto::MAX_COMMAND_BYTES
+            ))
+        })?;
+        metrics::counter!("presenced_raft_split_writes_total").increment(1);
+        let mut outcomes = Vec::with_capacity(parts.len());
+        let mut index = 0;
+        for p in parts {
+            let (out, i) = Box::pin(self.send(p, local_only)).await?;
+            outcomes.push(out);
+            index = i;
+        }
+        Ok((presenced_model::join_replies(outcomes), index))
+    }
+
+    async fn send_one(&self, cmd: Command, bytes: usize, local_only: bool) -> Answer {
         let (reply, rx) = oneshot::channel();
         let stopped = || ClusterError::Unavailable("this node is shutting down".into());
         self.tx

@@ -48,43 +48,64 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)
         });
-        PeerClient { target, client }
+        PeerClient {
+            target,
+            client,
+            append_limit: presenced_proto::APPEND_BYTES,
+            append_in_flight: false,
+        }
     }
 }
 
-/// How many leading entries fit in `limit` encoded bytes: at least one, and fewer
-/// than all (the caller knows all of them do not fit).
-fn fitting_prefix(entries: &[openraft::Entry<TypeConfig>], limit: usize) -> usize {
-    let mut total = 0usize;
-    for (i, e) in entries.iter().enumerate() {
-        total += encoded_len(e) + 1;
-        if total > limit {
-            return i.max(1);
+/// The smallest byte budget an append shrinks to (one entry always goes).
+const MIN_APPEND_BYTES: usize = 16 * 1024;
+
+/// Encode `rpc` with the leading entries that fit in `limit` bytes (at least one), in
+/// one pass: the same JSON as `AppendEntriesRequest`'s own encoding, built part by
+/// part so the entries that do not fit are never encoded. Returns the bytes and how
+/// many entries they carry.
+fn encode_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    limit: usize,
+) -> Result<(Vec<u8>, usize), serde_json::Error> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"vote\":");
+    serde_json::to_writer(&mut out, &rpc.vote)?;
+    out.extend_from_slice(b",\"prev_log_id\":");
+    serde_json::to_writer(&mut out, &rpc.prev_log_id)?;
+    out.extend_from_slice(b",\"leader_commit\":");
+    serde_json::to_writer(&mut out, &rpc.leader_commit)?;
+    out.extend_from_slice(b",\"entries\":[");
+    let mut sent = 0;
+    for e in &rpc.entries {
+        if sent > 0 && out.len() >= limit {
+            break;
         }
+        let mark = out.len();
+        if sent > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, e)?;
+        if sent > 0 && out.len() > limit {
+            out.truncate(mark);
+            break;
+        }
+        sent += 1;
     }
-    entries.len().saturating_sub(1).max(1)
+    out.extend_from_slice(b"]}");
+    Ok((out, sent))
 }
 
-/// The length of `v`'s wire encoding, without building it.
-pub(crate) fn encoded_len<T: Serialize>(v: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
-}
+/// The length of `v`'s wire encoding (JSON), without building it.
+pub(crate) use presenced_model::encoded_len;
 
 pub struct PeerClient {
     target: NodeId,
     client: Result<Client, String>,
+    /// Byte budget of the next append (adapts to how fast the peer answers).
+    append_limit: usize,
+    /// An append was sent and has not returned (openraft drops it at its deadline).
+    append_in_flight: bool,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, E>>;
@@ -151,25 +172,34 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        // Bounded by bytes, not only by entries: when the whole request is too large,
-        // send the prefix that fits and report a partial success; openraft sends the
-        // rest next. The receiver commits only up to what it was sent.
-        let limit = presenced_proto::APPEND_BYTES;
-        let data =
-            crate::format::wire(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if data.len() <= limit || rpc.entries.len() <= 1 {
-            return self.send("append", data, &option).await;
+        // Bounded by bytes, not only by entries: encode the entries that fit and
+        // report a partial success; openraft sends the rest next. The receiver
+        // commits only up to what it was sent.
+        if self.append_in_flight {
+            // The previous append did not finish within openraft's deadline (one
+            // heartbeat): send less next time, so a slow link or disk still advances.
+            self.append_limit = (self.append_limit / 2).max(MIN_APPEND_BYTES);
+            metrics::counter!("presenced_raft_append_shrunk_total").increment(1);
         }
-        drop(data);
-        let keep = fitting_prefix(&rpc.entries, limit);
-        let last = rpc.entries[keep - 1].log_id;
-        rpc.entries.truncate(keep);
-        metrics::counter!("presenced_raft_append_split_total").increment(1);
-        match self.call("append", &rpc, &option).await? {
-            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(Some(last))),
+        let (data, sent) = encode_append(&rpc, self.append_limit)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let all = sent == rpc.entries.len();
+        if !all {
+            metrics::counter!("presenced_raft_append_split_total").increment(1);
+        }
+        self.append_in_flight = true;
+        let res = self.send("append", data, &option).await;
+        self.append_in_flight = false;
+        if res.is_ok() {
+            self.append_limit = (self.append_limit * 2).min(presenced_proto::APPEND_BYTES);
+        }
+        match res? {
+            AppendEntriesResponse::Success if !all => Ok(AppendEntriesResponse::PartialSuccess(
+                Some(rpc.entries[sent - 1].log_id),
+            )),
             other => Ok(other),
         }
     }
@@ -199,7 +229,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
     use presenced_model::Command;
 
     fn entry(i: u64, bytes: usize) -> Entry<TypeConfig> {
@@ -212,17 +242,34 @@ mod tests {
         }
     }
 
+    fn rpc(n: u64, bytes: usize) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 0)),
+            entries: (1..=n).map(|i| entry(i, bytes)).collect(),
+            leader_commit: None,
+        }
+    }
+
     #[test]
-    fn appends_are_cut_by_bytes() {
-        let es: Vec<_> = (1..=10).map(|i| entry(i, 1000)).collect();
-        let one = encoded_len(&es[0]);
-        assert!(one > 1000);
-        assert_eq!(fitting_prefix(&es, 3 * one + 5), 3);
-        // A single entry larger than the limit still goes out alone.
-        assert_eq!(fitting_prefix(&es, 10), 1);
-        assert_eq!(
-            encoded_len(&es[0]),
-            serde_json::to_vec(&es[0]).unwrap().len()
-        );
+    fn appends_are_cut_by_bytes_and_decode_as_the_request() {
+        let r = rpc(10, 1000);
+        let (all, n) = encode_append(&r, 1 << 20).unwrap();
+        assert_eq!(n, 10);
+        let back: AppendEntriesRequest<TypeConfig> = serde_json::from_slice(&all).unwrap();
+        assert_eq!(back.entries, r.entries);
+        assert_eq!((back.vote, back.prev_log_id), (r.vote, r.prev_log_id));
+        let one = serde_json::to_vec(&r.entries[0]).unwrap().len() + 1;
+        let limit = 200 + 3 * one;
+        let (part, n) = encode_append(&r, limit).unwrap();
+        assert_eq!(n, 3);
+        assert!(part.len() <= limit);
+        let back: AppendEntriesRequest<TypeConfig> = serde_json::from_slice(&part).unwrap();
+        assert_eq!(back.entries, r.entries[..3]);
+        // A single entry larger than the budget still goes, alone.
+        let (_, n) = encode_append(&r, 10).unwrap();
+        assert_eq!(n, 1);
+        let (_, n) = encode_append(&rpc(0, 0), 10).unwrap();
+        assert_eq!(n, 0);
     }
 }

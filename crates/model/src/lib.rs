@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod names;
 pub mod roster;
 pub mod settings;
+mod split;
 mod state;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use credentials::Credentials;
 pub use roster::{Roster, RosterItem, Subscription};
 pub use settings::{Limit, Override, PolicyKey, Settings};
+pub use split::{encoded_len, join_replies};
 pub use state::{Account, OfflineMessage, OfflineQueue, State, UserData};
 
 /// Why a command (or one entry of a bulk command) was not carried out.

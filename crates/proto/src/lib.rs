@@ -10,15 +10,18 @@ pub const SECRET_HEADER: &str = "x-presenced-secret";
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// An AppendEntries RPC carries entries up to about this many encoded bytes (at least
-/// one entry); the rest follow in the next RPC.
-pub const APPEND_BYTES: usize = 4 * 1024 * 1024;
+/// one entry); the rest follow in the next RPC. openraft gives an append one
+/// heartbeat interval to complete, fsync on the follower included, so this stays
+/// small.
+pub const APPEND_BYTES: usize = 1024 * 1024;
 
-/// Proposals are grouped into one log entry up to about this many encoded bytes.
-pub const BATCH_BYTES: usize = 1024 * 1024;
+/// Proposals are grouped into one log entry up to about this many encoded bytes, and
+/// bulk commands larger than [`MAX_COMMAND_BYTES`] are split into parts of this size.
+pub const BATCH_BYTES: usize = 256 * 1024;
 
-/// The largest single command a node proposes; larger ones are refused before they
-/// reach the log (the operator API caps its bulk calls far below this).
-pub const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024;
+/// The largest single command proposed as one log entry. Larger bulk commands are
+/// split; any other command that large is refused.
+pub const MAX_COMMAND_BYTES: usize = 512 * 1024;
 
 #[allow(clippy::all, missing_docs)]
 pub mod raft {
