@@ -18,7 +18,7 @@ pub use credentials::Credentials;
 pub use roster::{Roster, RosterItem, Subscription};
 pub use settings::{Limit, Override, PolicyKey, Settings};
 pub use split::{encoded_len, join_replies};
-pub use state::{Account, OfflineMessage, OfflineQueue, State, UserData};
+pub use state::{Account, OfflineMessage, OfflineQueue, RosterChanges, State, UserData};
 
 /// Why a command (or one entry of a bulk command) was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -72,7 +72,7 @@ impl fmt::Display for Subscription {
 }
 
 /// One contact in a user's roster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Eq, Serialize, Deserialize)]
 pub struct RosterItem {
     /// Bare JID of the contact.
     pub jid: String,
@@ -81,6 +81,25 @@ pub struct RosterItem {
     pub subscription: Subscription,
     /// Pending out: the user asked to see the contact and awaits approval.
     pub ask: bool,
+    /// The roster version at which the item last changed (0: before this was kept).
+    /// Lets a consumer that fell behind push exactly the items changed since the
+    /// version it last delivered. Not part of an item's identity: equality ignores it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ver: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl PartialEq for RosterItem {
+    fn eq(&self, o: &Self) -> bool {
+        self.jid == o.jid
+            && self.name == o.name
+            && self.groups == o.groups
+            && self.subscription == o.subscription
+            && self.ask == o.ask
+    }
 }
 
 impl RosterItem {
@@ -91,6 +110,7 @@ impl RosterItem {
             groups: BTreeSet::new(),
             subscription: Subscription::None,
             ask: false,
+            ver: 0,
         }
     }
 
@@ -105,12 +125,23 @@ impl RosterItem {
 }
 
 /// A user's roster: items, pending inbound requests and the XEP-0237 version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Eq, Serialize, Deserialize)]
 pub struct Roster {
     pub version: u64,
     pub items: BTreeMap<String, RosterItem>,
     /// Pending in: bare JIDs that asked to see this user, not yet answered.
     pub pending_in: BTreeSet<String>,
+    /// This replica knows every change after this version (it loaded the roster at
+    /// this version rather than applying what led to it). Bookkeeping, not data:
+    /// not stored, not compared.
+    #[serde(skip)]
+    pub known_since: u64,
+}
+
+impl PartialEq for Roster {
+    fn eq(&self, o: &Self) -> bool {
+        self.version == o.version && self.items == o.items && self.pending_in == o.pending_in
+    }
 }
 
 impl Roster {

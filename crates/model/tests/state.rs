@@ -509,3 +509,41 @@ proptest! {
         prop_assert_eq!(&loaded, &a);
     }
 }
+
+#[test]
+fn roster_changes_since_a_version_are_exact_or_refused() {
+    let mut s = init();
+    for u in ["alice", "bob", "carol", "dave"] {
+        user(&mut s, u);
+    }
+    add(&mut s, "alice", &["bob"]);
+    let v1 = s.user("alice").unwrap().roster.version;
+    add(&mut s, "alice", &["carol", "dave"]);
+    ok(
+        &mut s,
+        Command::RemoveContact {
+            user: "alice".into(),
+            contact: jid("bob"),
+        },
+    );
+    let c = s.roster_changes_since("alice", v1).unwrap();
+    let changed: Vec<&str> = c.changed.iter().map(|i| i.jid.as_str()).collect();
+    assert_eq!(changed, vec![jid("carol"), jid("dave")]);
+    assert_eq!(c.removed.len(), 1);
+    assert_eq!(c.removed[0].1, jid("bob"));
+    assert_eq!(c.version, s.user("alice").unwrap().roster.version);
+    assert!(c.changed.iter().all(|i| i.ver > v1));
+    // Nothing after the current version.
+    let now = s.roster_changes_since("alice", c.version).unwrap();
+    assert!(now.changed.is_empty() && now.removed.is_empty());
+    // A replica that loaded the state cannot tell removals before it loaded.
+    let loaded = State::load(s.records()).unwrap();
+    assert_eq!(loaded, s);
+    assert!(loaded.roster_changes_since("alice", v1).is_none());
+    assert!(loaded.roster_changes_since("alice", c.version).is_some());
+    // Item versions survive a reload.
+    assert_eq!(
+        loaded.user("alice").unwrap().roster.items[&jid("carol")].ver,
+        s.user("alice").unwrap().roster.items[&jid("carol")].ver
+    );
+}

@@ -148,6 +148,8 @@ pub struct Raft {
     pub snapshot_log_mb: u64,
     /// Keep at most this many MiB of log behind a snapshot.
     pub keep_log_mb: u64,
+    /// Applied-log events buffered for the router (more are resynchronised).
+    pub event_buffer: usize,
     /// How long a write or a linearizable read may wait for a leader and a quorum.
     pub timeout_ms: u64,
     /// Storage page-cache size.
@@ -165,6 +167,7 @@ impl Default for Raft {
             keep_logs: t.keep_logs,
             snapshot_log_mb: t.snapshot_log_bytes >> 20,
             keep_log_mb: t.keep_log_bytes >> 20,
+            event_buffer: t.event_buffer,
             timeout_ms: 5_000,
             cache_mb: 64,
         }
@@ -347,6 +350,9 @@ impl Config {
         if r.election_max_ms <= r.election_min_ms {
             return Err("raft.election_max_ms: must be greater than raft.election_min_ms".into());
         }
+        if r.event_buffer == 0 {
+            return Err("raft.event_buffer: must be 1 or more".into());
+        }
         if r.snapshot_every == 0 {
             return Err("raft.snapshot_every: must be 1 or more".into());
         }
@@ -381,6 +387,7 @@ impl Config {
                 keep_logs: self.raft.keep_logs,
                 snapshot_log_bytes: self.raft.snapshot_log_mb << 20,
                 keep_log_bytes: self.raft.keep_log_mb << 20,
+                event_buffer: self.raft.event_buffer,
             },
             cache_bytes: self.raft.cache_mb * 1024 * 1024,
             timeout: Duration::from_millis(self.raft.timeout_ms),

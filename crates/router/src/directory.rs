@@ -13,6 +13,9 @@ pub(crate) struct Local {
     pub tx: crate::queue::Sender<Delivery>,
     /// The client asked for its roster (it gets roster pushes).
     pub roster: bool,
+    /// The roster version this session was last given (fetch or push): a resync
+    /// pushes what changed after it.
+    pub roster_ver: u64,
     /// Addresses this session sent directed available presence to.
     pub directed: BTreeSet<crate::Address>,
 }
@@ -22,6 +25,7 @@ impl Local {
         Local {
             tx,
             roster: false,
+            roster_ver: 0,
             directed: BTreeSet::new(),
         }
     }
@@ -175,6 +179,19 @@ impl Directory {
             for (r, e) in m {
                 if e.node == me && e.local.is_some() && e.avail.is_some() {
                     out.push((u.clone(), r.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// (user, resource, sid) of every local session.
+    pub fn local_sessions(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for (u, m) in &self.users {
+            for (r, e) in m {
+                if e.local.is_some() {
+                    out.push((u.clone(), r.clone(), e.sid));
                 }
             }
         }

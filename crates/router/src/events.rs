@@ -17,9 +17,13 @@ pub(crate) fn spawn(router: Router) {
             match rx.recv().await {
                 Ok(ev) => router.on_cluster_event(ev),
                 Err(RecvError::Lagged(n)) => {
-                    // Missed events: re-evaluate everything that can be re-evaluated.
-                    tracing::warn!(missed = n, "router lagged behind the cluster events");
-                    router.refresh_visibility(None);
+                    // Missed events: recompute from the replicated state what the
+                    // sessions here must see, and push the difference.
+                    tracing::warn!(
+                        missed = n,
+                        "router fell behind the cluster events: resynchronising"
+                    );
+                    router.resync("lagged");
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -38,7 +42,7 @@ impl Router {
                 key: PolicyKey::AvailabilitySharing,
                 ..
             } => self.refresh_visibility(Some(&user)),
-            Event::StateReplaced => self.refresh_visibility(None),
+            Event::StateReplaced => self.resync("state_replaced"),
             Event::RosterItemChanged {
                 user,
                 item,
@@ -74,9 +78,26 @@ impl Router {
                     None => {}
                 }
             }
-            Event::OfflineQueued { user, .. } => {
-                // A message stored while a login of the user raced it: the node holding the
-                // user's first available session (in a cluster-wide order) delivers it.
+            Event::OfflineQueued { user, .. } => self.offline_arrived(user),
+            Event::AccountDeleted { user } => {
+                self.to_local(
+                    &user,
+                    |_, _| true,
+                    || Delivery::Close {
+                        reason: "the account was removed".into(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Offline messages wait for `user` (stored while a login of the user raced them):
+    /// the node holding the user's first available session (in a cluster-wide order)
+    /// delivers them.
+    pub(crate) fn offline_arrived(&self, user: String) {
+        {
+            {
                 let target = {
                     let dir = self.inner.dir.lock();
                     dir.sessions(&user).and_then(|m| {
@@ -92,19 +113,11 @@ impl Router {
                     tokio::spawn(async move { r.flush_offline(&user, &res).await });
                 }
             }
-            Event::AccountDeleted { user } => {
-                self.to_local(
-                    &user,
-                    |_, _| true,
-                    || Delivery::Close {
-                        reason: "the account was removed".into(),
-                    },
-                );
-            }
-            _ => {}
         }
     }
 
+    /// Push a roster change to `user`'s local sessions that asked for the roster, and
+    /// note the version each was given.
     pub(crate) fn roster_push(
         &self,
         user: &str,
@@ -112,15 +125,25 @@ impl Router {
         item: Option<Box<presenced_model::RosterItem>>,
         version: u64,
     ) {
-        self.to_local(
-            user,
-            |_, l| l.roster,
-            || Delivery::RosterPush {
-                jid: jid.to_string(),
-                item: item.clone(),
-                version,
-            },
-        );
+        let mut dir = self.inner.dir.lock();
+        let Some(m) = dir.sessions(user) else { return };
+        let targets: Vec<(String, u64)> = m
+            .local()
+            .filter(|(_, _, l)| l.roster && l.roster_ver < version)
+            .map(|(r, e, _)| (r.clone(), e.sid))
+            .collect();
+        for (r, sid) in targets {
+            if let Some(l) = dir.local_mut(user, &r, sid) {
+                l.roster_ver = version;
+                let d = Delivery::RosterPush {
+                    jid: jid.to_string(),
+                    item: item.clone(),
+                    version,
+                };
+                let l = &*l;
+                self.send_local(user, &r, sid, l, d);
+            }
+        }
     }
 
     /// Hand a delivery to each of `user`'s sessions on this node that `pick` selects.

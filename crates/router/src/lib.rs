@@ -25,6 +25,7 @@ mod presence;
 mod query;
 pub mod queue;
 mod remote;
+mod resync;
 mod session;
 mod subscription;
 mod types;

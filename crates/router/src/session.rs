@@ -216,9 +216,13 @@ impl Router {
 impl Session {
     /// The client asked for its roster: it gets roster pushes from now on.
     pub fn roster_requested(&self) {
+        let version = self
+            .router
+            .read(|s| s.user(&self.user).map_or(0, |d| d.roster.version));
         let mut dir = self.router.inner.dir.lock();
         if let Some(l) = dir.local_mut(&self.user, &self.resource, self.sid) {
             l.roster = true;
+            l.roster_ver = l.roster_ver.max(version);
         }
     }
 }

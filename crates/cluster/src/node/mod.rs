@@ -50,6 +50,9 @@ pub struct RaftTuning {
     pub snapshot_log_bytes: u64,
     /// Keep at most this many bytes of log behind a snapshot (and `keep_logs` entries).
     pub keep_log_bytes: u64,
+    /// Applied-log events buffered for consumers; one that falls further behind
+    /// resynchronises from the state.
+    pub event_buffer: usize,
 }
 
 impl Default for RaftTuning {
@@ -62,6 +65,7 @@ impl Default for RaftTuning {
             keep_logs: 2_000,
             snapshot_log_bytes: 32 << 20,
             keep_log_bytes: 16 << 20,
+            event_buffer: 16_384,
         }
     }
 }

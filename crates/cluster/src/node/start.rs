@@ -32,7 +32,7 @@ impl ClusterNode {
                 ))
             })?,
         );
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(cfg.raft.event_buffer.max(1));
         let committed = Arc::new(AtomicU64::new(0));
         let applied = Arc::new(AtomicU64::new(0));
         let files = Files::open(&cfg.data_dir).map_err(|e| {

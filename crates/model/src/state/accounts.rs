@@ -114,6 +114,7 @@ impl State {
             self.dirty.insert(k);
         }
         self.listed_by.remove(user);
+        self.removals.remove(user);
         ev.push(Event::AccountDeleted {
             user: user.to_string(),
         });

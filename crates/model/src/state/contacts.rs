@@ -245,6 +245,7 @@ impl State {
         }
         u.roster.version = u.roster.version.saturating_add(1);
         let version = u.roster.version;
+        item.ver = version;
         u.roster.items.insert(jid.to_string(), item.clone());
         if before.is_none()
             && let Some(c) = self.local_user(jid).map(str::to_string)
@@ -273,6 +274,7 @@ impl State {
         }
         u.roster.version = u.roster.version.saturating_add(1);
         let version = u.roster.version;
+        self.note_removal(user, version, jid);
         if let Some(c) = self.local_user(jid).map(str::to_string)
             && let Some(set) = self.listed_by.get_mut(&c)
         {

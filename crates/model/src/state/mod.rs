@@ -71,6 +71,29 @@ pub struct State {
     listed_by: BTreeMap<String, BTreeSet<String>>,
     /// Records changed since the last `take_changes`.
     dirty: BTreeSet<Key>,
+    /// Derived, not persisted: recent roster removals per user (see `roster_changes_since`).
+    removals: BTreeMap<String, Removals>,
+}
+
+/// The last few roster removals of one user, and below which version they are no
+/// longer all known.
+#[derive(Debug, Clone, Default)]
+struct Removals {
+    /// (version of the removal, bare JID), oldest first.
+    recent: std::collections::VecDeque<(u64, String)>,
+    /// Removals at or below this version may have been forgotten.
+    floor: u64,
+}
+
+/// Removals kept per user for `roster_changes_since`.
+const REMOVALS_KEPT: usize = 64;
+
+/// What changed in a roster after a version: items to push, JIDs removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterChanges {
+    pub version: u64,
+    pub changed: Vec<crate::RosterItem>,
+    pub removed: Vec<(u64, String)>,
 }
 
 impl PartialEq for State {
@@ -112,6 +135,63 @@ impl State {
 
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    /// The changes to `user`'s roster after version `since`, for a consumer that last
+    /// delivered `since` and missed events. `None` when they cannot be told exactly
+    /// (removals that old are no longer kept: since a restart, a snapshot install, or
+    /// more than a few dozen removals ago); the consumer must then start over.
+    pub fn roster_changes_since(&self, user: &str, since: u64) -> Option<RosterChanges> {
+        let d = self.users.get(user)?;
+        let version = d.roster.version;
+        if since >= version {
+            return Some(RosterChanges {
+                version,
+                changed: Vec::new(),
+                removed: Vec::new(),
+            });
+        }
+        let floor = self
+            .removals
+            .get(user)
+            .map_or(d.roster.known_since, |r| r.floor.max(d.roster.known_since));
+        if since < floor {
+            return None;
+        }
+        let mut changed: Vec<crate::RosterItem> = d
+            .roster
+            .items
+            .values()
+            .filter(|i| i.ver > since)
+            .cloned()
+            .collect();
+        changed.sort_by_key(|i| i.ver);
+        let removed = self
+            .removals
+            .get(user)
+            .map(|r| {
+                r.recent
+                    .iter()
+                    .filter(|(v, j)| *v > since && !d.roster.items.contains_key(j))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(RosterChanges {
+            version,
+            changed,
+            removed,
+        })
+    }
+
+    pub(super) fn note_removal(&mut self, user: &str, version: u64, jid: &str) {
+        let r = self.removals.entry(user.to_string()).or_default();
+        r.recent.push_back((version, jid.to_string()));
+        while r.recent.len() > REMOVALS_KEPT {
+            if let Some((v, _)) = r.recent.pop_front() {
+                r.floor = r.floor.max(v);
+            }
+        }
     }
 
     /// Effective availability sharing for `user` (cluster setting unless overridden).

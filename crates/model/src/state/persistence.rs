@@ -127,6 +127,9 @@ impl State {
             let raw = || raw.clone();
             s.place(key, &v, raw)?;
         }
+        for d in s.users.values_mut() {
+            d.roster.known_since = d.roster.version;
+        }
         s.rebuild_index();
         Ok(s)
     }
