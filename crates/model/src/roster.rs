@@ -124,11 +124,113 @@ impl RosterItem {
     }
 }
 
+/// A roster's items, by contact JID. The JID is stored once, in the item (a map keyed
+/// by JID would hold it twice: at a million items that is tens of megabytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Items(BTreeSet<ByJid>);
+
+/// An item ordered and looked up by its JID (the element type of [`Items`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByJid(RosterItem);
+
+impl PartialOrd for ByJid {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for ByJid {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.jid.cmp(&o.0.jid)
+    }
+}
+
+impl std::borrow::Borrow<str> for ByJid {
+    fn borrow(&self) -> &str {
+        &self.0.jid
+    }
+}
+
+impl Items {
+    pub fn get(&self, jid: &str) -> Option<&RosterItem> {
+        self.0.get(jid).map(|b| &b.0)
+    }
+
+    pub fn contains_key(&self, jid: &str) -> bool {
+        self.0.contains(jid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Insert or replace the item for `item.jid`; the previous one is returned.
+    pub fn insert(&mut self, item: RosterItem) -> Option<RosterItem> {
+        self.0.replace(ByJid(item)).map(|b| b.0)
+    }
+
+    pub fn remove(&mut self, jid: &str) -> Option<RosterItem> {
+        self.0.take(jid).map(|b| b.0)
+    }
+
+    /// Items in JID order.
+    pub fn values(&self) -> impl Iterator<Item = &RosterItem> {
+        self.0.iter().map(|b| &b.0)
+    }
+
+    /// JIDs in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|b| b.0.jid.as_str())
+    }
+
+    /// (JID, item) in JID order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RosterItem)> {
+        self.0.iter().map(|b| (b.0.jid.as_str(), &b.0))
+    }
+}
+
+impl<'a> IntoIterator for &'a Items {
+    type Item = (&'a str, &'a RosterItem);
+    type IntoIter = std::iter::Map<
+        std::collections::btree_set::Iter<'a, ByJid>,
+        fn(&'a ByJid) -> (&'a str, &'a RosterItem),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|b| (b.0.jid.as_str(), &b.0))
+    }
+}
+
+impl std::ops::Index<&str> for Items {
+    type Output = RosterItem;
+
+    fn index(&self, jid: &str) -> &RosterItem {
+        self.get(jid).expect("no roster item for this JID")
+    }
+}
+
+impl Serialize for Items {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m: BTreeMap<String, RosterItem> = BTreeMap::deserialize(d)?;
+        Ok(Items(m.into_values().map(ByJid).collect()))
+    }
+}
+
 /// A user's roster: items, pending inbound requests and the XEP-0237 version.
 #[derive(Debug, Clone, Default, Eq, Serialize, Deserialize)]
 pub struct Roster {
     pub version: u64,
-    pub items: BTreeMap<String, RosterItem>,
+    pub items: Items,
     /// Pending in: bare JIDs that asked to see this user, not yet answered.
     pub pending_in: BTreeSet<String>,
     /// This replica knows every change after this version (it loaded the roster at

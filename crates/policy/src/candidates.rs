@@ -43,7 +43,7 @@ pub fn watchers_of(state: &State, owner: &str, grants: &impl Grants) -> Vec<(Str
     if let Some(d) = state.user(owner) {
         for (jid, item) in &d.roster.items {
             if item.subscription.contact_watches() {
-                ctxs.entry(jid.clone()).or_default();
+                ctxs.entry(jid.to_string()).or_default();
             }
         }
     }

@@ -82,17 +82,16 @@ impl State {
         self.existing(user)?;
         let me = self.jid_of(user);
         // Out of every roster that lists the user, and their requests out of others' inboxes.
-        let owners: Vec<String> = self
-            .listed_by
-            .get(user)
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let owners: Vec<String> = self.listed_by.of(user).map(str::to_string).collect();
         for o in owners {
             self.remove_item(&o, &me, ev);
         }
-        let contacts: Vec<String> = self.users[user].roster.items.keys().cloned().collect();
+        let contacts: Vec<String> = self.users[user]
+            .roster
+            .items
+            .keys()
+            .map(str::to_string)
+            .collect();
         for c in &contacts {
             if let Some(c) = self.local_user(c).map(str::to_string) {
                 self.remove_pending(&c, &me);
@@ -113,7 +112,7 @@ impl State {
         ] {
             self.dirty.insert(k);
         }
-        self.listed_by.remove(user);
+        self.listed_by.forget(user);
         self.removals.remove(user);
         ev.push(Event::AccountDeleted {
             user: user.to_string(),

@@ -60,7 +60,7 @@ impl State {
             return Err(Refusal::NotInRoster(contact.to_string(), user.to_string()));
         }
         let me = self.jid_of(user);
-        let item = self.users[user].roster.items[contact].clone();
+        let item = self.users[user].roster.items[contact.as_ref()].clone();
         let pending_in = self.users[user].roster.pending_in.contains(contact);
         // RFC 6121 §2.5.2: the contact learns both directions ended.
         if item.subscription.sees_contact() || item.ask {
@@ -246,14 +246,11 @@ impl State {
         u.roster.version = u.roster.version.saturating_add(1);
         let version = u.roster.version;
         item.ver = version;
-        u.roster.items.insert(jid.to_string(), item.clone());
+        u.roster.items.insert(item.clone());
         if before.is_none()
             && let Some(c) = self.local_user(jid).map(str::to_string)
         {
-            self.listed_by
-                .entry(c)
-                .or_default()
-                .insert(user.to_string());
+            self.listed_by.insert(&c, user);
         }
         self.dirty
             .insert(Key::Item(user.to_string(), jid.to_string()));
@@ -275,13 +272,8 @@ impl State {
         u.roster.version = u.roster.version.saturating_add(1);
         let version = u.roster.version;
         self.note_removal(user, version, jid);
-        if let Some(c) = self.local_user(jid).map(str::to_string)
-            && let Some(set) = self.listed_by.get_mut(&c)
-        {
-            set.remove(user);
-            if set.is_empty() {
-                self.listed_by.remove(&c);
-            }
+        if let Some(c) = self.local_user(jid).map(str::to_string) {
+            self.listed_by.remove(&c, user);
         }
         self.dirty
             .insert(Key::Item(user.to_string(), jid.to_string()));

@@ -9,6 +9,7 @@ mod accounts;
 mod contacts;
 mod invariants;
 mod keys;
+mod listed;
 mod offline;
 mod persistence;
 mod subscriptions;
@@ -68,7 +69,7 @@ pub struct State {
     settings: Settings,
     users: BTreeMap<String, UserData>,
     /// Derived, not persisted: for each local user, the local users whose roster holds them.
-    listed_by: BTreeMap<String, BTreeSet<String>>,
+    listed_by: listed::ListedBy,
     /// Records changed since the last `take_changes`.
     dirty: BTreeSet<Key>,
     /// Derived, not persisted: recent roster removals per user (see `roster_changes_since`).
@@ -218,11 +219,7 @@ impl State {
 
     /// The local users whose roster lists `user` (the reverse of the rosters).
     pub fn listed_by(&self, user: &str) -> impl Iterator<Item = &str> {
-        self.listed_by
-            .get(user)
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
+        self.listed_by.of(user)
     }
 
     /// The bare JID of a local user.

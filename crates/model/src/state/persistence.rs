@@ -1,8 +1,6 @@
 //! Persistence: the changed records after an apply, the full record list of a
 //! snapshot, loading from records, and the record value encoding.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde::{Deserialize, Serialize};
 
 use crate::roster::{Roster, RosterItem};
@@ -55,7 +53,7 @@ impl State {
                 d.roster
                     .items
                     .keys()
-                    .map(|j| Key::Item(u.clone(), j.clone())),
+                    .map(|j| Key::Item(u.clone(), j.to_string())),
             );
             keys.extend(
                 d.roster
@@ -144,8 +142,9 @@ impl State {
         match key {
             Key::Version(_) => d.roster.version = record(v).map_err(de)?,
             Key::Item(_, j) => {
-                let item: RosterItem = record(v).map_err(de)?;
-                d.roster.items.insert(j, item);
+                let mut item: RosterItem = record(v).map_err(de)?;
+                item.jid = j;
+                d.roster.items.insert(item);
             }
             Key::PendingIn(_, j) => {
                 d.roster.pending_in.insert(j);
@@ -161,11 +160,11 @@ impl State {
     }
 
     pub(super) fn rebuild_index(&mut self) {
-        let mut idx: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut idx = super::listed::ListedBy::default();
         for (owner, d) in &self.users {
             for jid in d.roster.items.keys() {
                 if let Some(c) = self.local_user(jid) {
-                    idx.entry(c.to_string()).or_default().insert(owner.clone());
+                    idx.insert(c, owner);
                 }
             }
         }
