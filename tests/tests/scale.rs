@@ -91,23 +91,18 @@ fn a_wiped_node_catches_up_after_bulk_writes_of_more_than_four_mib_per_call() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let other = (0..3).find(|&n| n != leader).unwrap();
-    let voter = (0..3).find(|&n| n != leader && n != other).unwrap();
-    c.ctl(
-        leader,
-        &["cluster", "remove-node", &(other + 1).to_string()],
-    )
-    .ok();
+    let voter = leader;
+    // Replaced the routine way: the node died and lost its disk; a fresh one with
+    // the same id takes its place.
     c.kill(other);
     c.wipe(other);
     c.start_node(other);
     c.wait_listening(other);
     let t = Instant::now();
     let addr = c.nodes[other].cluster_addr();
-    c.ctl(
-        voter,
-        &["cluster", "add-node", &(other + 1).to_string(), &addr],
-    )
-    .ok();
+    let id = (other + 1).to_string();
+    let out = c.ctl(voter, &["cluster", "replace-node", &id, &addr]).ok();
+    assert!(out.stdout.contains("promoted to voter"), "{}", out.stdout);
     c.wait_healthy(other, Duration::from_secs(60));
     assert_eq!(roster_len(&c, other, "dora"), 30_000);
     eprintln!("caught up from a snapshot in {:?}", t.elapsed());

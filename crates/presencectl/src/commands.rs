@@ -83,6 +83,21 @@ pub async fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> Result<Report, CliError> {
                 out::membership_human(&r),
             ))
         }
+        ClusterCmd::ReplaceNode { id, addr, force } => {
+            crate::replace::run(
+                &conn,
+                crate::replace::Replace {
+                    id,
+                    addr,
+                    force,
+                    progress: !ctx.json && std::io::stderr().is_terminal(),
+                    // Catching up a large state takes as long as it takes; the node
+                    // side gives up only when the learner stops making progress.
+                    timeout: ctx.long_timeout().max(Duration::from_secs(3600)),
+                },
+            )
+            .await
+        }
         ClusterCmd::RemoveNode { id } => {
             let req = NodeRequest {
                 id,

@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod import;
 mod output;
+mod replace;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -102,6 +103,17 @@ pub enum ClusterCmd {
     RemoveNode {
         /// The node_id to remove
         id: u64,
+    },
+    /// Replace a dead voter by a fresh node with the same id: remove it, add the new
+    /// one as a learner, wait (with progress) until it caught up, promote it
+    ReplaceNode {
+        /// The node_id of the dead node (and of its replacement)
+        id: u64,
+        /// The replacement's cluster address, HOST:PORT
+        addr: String,
+        /// Replace it even if the old node still answers
+        #[arg(long)]
+        force: bool,
     },
 }
 

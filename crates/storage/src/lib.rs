@@ -371,7 +371,14 @@ mod tests {
                 .unwrap();
             s.flush().unwrap();
         }
-        let s = SledStore::open(dir.path(), 1 << 20).unwrap();
+        // sled's background flusher may hold the file lock a moment after the drop.
+        let s = (0..50)
+            .find_map(|_| {
+                SledStore::open(dir.path(), 1 << 20)
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(100)))
+                    .ok()
+            })
+            .expect("store reopens");
         let applied = s.sm_applied().unwrap();
         let recs: Records = s.sm_records().collect::<Result<_>>().unwrap();
         assert_eq!(applied.as_deref(), Some(&b"42"[..]));

@@ -27,6 +27,9 @@ pub struct MembershipView {
     pub learners: BTreeMap<NodeId, String>,
 }
 
+/// How long a joining node may make no progress before `add-node` gives up on it.
+const CATCH_UP_STALL: Duration = Duration::from_secs(60);
+
 impl From<MembershipView> for MembershipReply {
     fn from(v: MembershipView) -> Self {
         let conv = |m: BTreeMap<NodeId, String>| {
@@ -184,7 +187,7 @@ impl ClusterNode {
                     }
                     // Learner first: it catches up (by log or snapshot) before it can vote.
                     let resp = self.raft.add_learner(*id, Node { addr: addr.clone() }, false).await.map_err(fail)?;
-                    self.wait_caught_up(*id, resp.log_id.index, Duration::from_secs(60)).await.map_err(|e| {
+                    self.wait_caught_up(*id, resp.log_id.index, CATCH_UP_STALL).await.map_err(|e| {
                         ClusterError::Unavailable(format!("node {id} at {addr} {e}; it stays a learner (remove-node {id} to drop it)"))
                     })?;
                     let mut next = voters.clone();
@@ -217,9 +220,14 @@ impl ClusterNode {
         .await
     }
 
-    /// Wait until the leader has replicated at least up to `index` to learner `id`.
-    async fn wait_caught_up(&self, id: NodeId, index: u64, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
+    /// Wait until the leader has replicated at least up to `index` to learner `id`, for
+    /// as long as it makes progress: give up once its matched index has not moved for
+    /// `stall` (a large state takes as long as it takes; a dead or misconfigured node
+    /// is noticed).
+    async fn wait_caught_up(&self, id: NodeId, index: u64, stall: Duration) -> Result<(), String> {
+        let mut deadline = Instant::now() + stall;
+        let mut last = None;
+        let within = stall;
         let mut rx = self.raft.metrics();
         loop {
             {
@@ -234,11 +242,15 @@ impl ClusterNode {
                 if matched.is_some_and(|l| l.index >= index) {
                     return Ok(());
                 }
+                if matched.map(|l| l.index) != last {
+                    last = matched.map(|l| l.index);
+                    deadline = Instant::now() + stall;
+                }
             }
             let left = remaining(deadline);
             if left.is_zero() {
                 return Err(format!(
-                    "did not catch up within {}s (is it running and using this cluster's secret?)",
+                    "made no progress catching up for {}s (is it running and using this cluster's secret?)",
                     within.as_secs()
                 ));
             }
