@@ -2,14 +2,16 @@
 //! so a snapshot is built, sent in chunks and installed without a second copy of the
 //! state in memory.
 //!
-//! Format (big-endian lengths): magic, u32 header length, JSON `SnapshotMeta`, then
-//! each record as (u32 key length, key, u32 value length, value).
-//! - `PSNAP002` (this release, in `<data_dir>/snapshots/current.snap`) ends with an
-//!   end marker, a key length of `u32::MAX` followed by the u64 record count, so a
-//!   file cut at a record boundary is refused, never read as a smaller state.
-//! - `PSNAP001` (the previous release, kept inside the store) has no end marker: its
-//!   records run to the end of the blob. It is moved to a file when a node of this
-//!   release first opens the store.
+//! Format `PSNAP001` (big-endian lengths): magic, u32 header length, the JSON header,
+//! then each record as (u32 key length, key, u32 value length, value) to the end.
+//! The header is openraft's `SnapshotMeta` plus, from this release on, `records`: the
+//! record count, so a file cut at a record boundary is refused rather than read as a
+//! smaller state. The count is written last, into room reserved in the header (JSON
+//! allows the trailing blanks), so the file is written in one pass. The previous
+//! release ignores the field and reads these files as its own, and its snapshots (kept
+//! inside the store, without a count) are read here and moved to a file when a node of
+//! this release first opens the store; snapshots therefore cross a rolling upgrade in
+//! both directions.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -22,9 +24,31 @@ use crate::{Node, NodeId};
 pub(crate) type Meta = SnapshotMeta<NodeId, Node>;
 type Record = (Vec<u8>, Vec<u8>);
 
-const MAGIC_V1: &[u8; 8] = b"PSNAP001";
-const MAGIC: &[u8; 8] = b"PSNAP002";
-const END: u32 = u32::MAX;
+const MAGIC: &[u8; 8] = b"PSNAP001";
+/// Blanks reserved after the header JSON for the record count written at the end.
+const COUNT_ROOM: usize = 24;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    #[serde(flatten)]
+    meta: Meta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    records: Option<u64>,
+}
+
+fn header_bytes(meta: &Meta, records: Option<u64>, len: Option<usize>) -> Result<Vec<u8>, String> {
+    let mut h = serde_json::to_vec(&Header {
+        meta: meta.clone(),
+        records,
+    })
+    .map_err(|e| e.to_string())?;
+    let len = len.unwrap_or(h.len() + COUNT_ROOM);
+    if h.len() > len {
+        return Err("snapshot header outgrew its room".into());
+    }
+    h.resize(len, b' ');
+    Ok(h)
+}
 /// Largest header or record part a reader accepts (records are far smaller).
 const MAX_PART: u32 = 256 * 1024 * 1024;
 
@@ -65,7 +89,7 @@ impl Files {
         let io = |e: std::io::Error| format!("writing snapshot {}: {e}", tmp.display());
         let file = File::create(&tmp).map_err(io)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        let header = serde_json::to_vec(meta).map_err(|e| e.to_string())?;
+        let header = header_bytes(meta, None, None)?;
         w.write_all(MAGIC).map_err(io)?;
         w.write_all(&(header.len() as u32).to_be_bytes())
             .map_err(io)?;
@@ -83,9 +107,10 @@ impl Files {
             }
             count += 1;
         }
-        w.write_all(&END.to_be_bytes()).map_err(io)?;
-        w.write_all(&count.to_be_bytes()).map_err(io)?;
-        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        let mut file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        let header = header_bytes(meta, Some(count), Some(header.len()))?;
+        file.seek(SeekFrom::Start(12)).map_err(io)?;
+        file.write_all(&header).map_err(io)?;
         file.sync_all().map_err(io)?;
         let bytes = file.metadata().map_err(io)?.len();
         drop(file);
@@ -146,8 +171,9 @@ impl Files {
 pub(crate) struct Reader<R: Read> {
     r: R,
     ended: bool,
-    /// `Some(n)`: a `PSNAP002` file, `n` records read so far.
-    count: Option<u64>,
+    /// Records the header says follow (absent in the previous release's snapshots).
+    want: Option<u64>,
+    count: u64,
 }
 
 impl<R: Read> Reader<R> {
@@ -156,22 +182,22 @@ impl<R: Read> Reader<R> {
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)
             .map_err(|_| "not a presenced snapshot (too short)".to_string())?;
-        let count = match &magic {
-            MAGIC => Some(0),
-            MAGIC_V1 => None,
-            _ => return Err("not a presenced snapshot".into()),
-        };
+        if &magic != MAGIC {
+            return Err("not a presenced snapshot".into());
+        }
         let n = read_len(&mut r)?.ok_or("snapshot is truncated in its header")?;
         let mut header = vec![0u8; n as usize];
         r.read_exact(&mut header)
             .map_err(|_| "snapshot is truncated in its header".to_string())?;
-        let meta = serde_json::from_slice(&header).map_err(|e| format!("snapshot header: {e}"))?;
+        let h: Header =
+            serde_json::from_slice(&header).map_err(|e| format!("snapshot header: {e}"))?;
         Ok((
-            meta,
+            h.meta,
             Reader {
                 r,
                 ended: false,
-                count,
+                want: h.records,
+                count: 0,
             },
         ))
     }
@@ -179,17 +205,14 @@ impl<R: Read> Reader<R> {
     fn next_record(&mut self) -> Result<Option<Record>, String> {
         let truncated = || "snapshot is truncated".to_string();
         let klen = match read_len_raw(&mut self.r)? {
-            None if self.count.is_none() => return Ok(None),
-            None => return Err(truncated()),
-            Some(END) if self.count.is_some() => {
-                let mut c = [0u8; 8];
-                self.r.read_exact(&mut c).map_err(|_| truncated())?;
-                let want = u64::from_be_bytes(c);
-                let got = self.count.unwrap_or(0);
-                if want != got {
-                    return Err(format!("snapshot holds {got} records, its end says {want}"));
-                }
-                return Ok(None);
+            None => {
+                return match self.want {
+                    Some(want) if want != self.count => Err(format!(
+                        "snapshot is truncated: {} of {want} records",
+                        self.count
+                    )),
+                    _ => Ok(None),
+                };
             }
             Some(n) if n >= MAX_PART => return Err("snapshot record is too large".into()),
             Some(n) => n,
@@ -199,9 +222,7 @@ impl<R: Read> Reader<R> {
         let vlen = read_len(&mut self.r)?.ok_or_else(truncated)?;
         let mut v = vec![0u8; vlen as usize];
         self.r.read_exact(&mut v).map_err(|_| truncated())?;
-        if let Some(c) = &mut self.count {
-            *c += 1;
-        }
+        self.count += 1;
         Ok(Some((k, v)))
     }
 }
@@ -285,7 +306,8 @@ mod tests {
 
         let whole = std::fs::read(files.current()).unwrap();
         // Cut anywhere, even at a record boundary: refused.
-        for cut in [whole.len() - 1, whole.len() - 12, whole.len() / 2, 30] {
+        let last = 4 + 4 + 4 + 49;
+        for cut in [whole.len() - 1, whole.len() - last, whole.len() / 2, 30] {
             let rd = Reader::open(&whole[..cut]);
             let res = rd.and_then(|(_, rd)| rd.collect::<Result<Vec<_>, _>>());
             assert!(res.is_err(), "cut at {cut} accepted");
@@ -296,7 +318,7 @@ mod tests {
     #[test]
     fn previous_release_blob_is_read() {
         let header = serde_json::to_vec(&meta()).unwrap();
-        let mut blob = MAGIC_V1.to_vec();
+        let mut blob = MAGIC.to_vec();
         blob.extend_from_slice(&(header.len() as u32).to_be_bytes());
         blob.extend_from_slice(&header);
         for (k, v) in records(3) {
