@@ -28,20 +28,22 @@ const MAGIC: &[u8; 8] = b"PSNAP001";
 /// Blanks reserved after the header JSON for the record count written at the end.
 const COUNT_ROOM: usize = 24;
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Header {
-    #[serde(flatten)]
-    meta: Meta,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+/// The header's own field, read beside `SnapshotMeta` (which ignores it). Not a
+/// flattened struct: serde's flatten cannot read the membership's integer map keys.
+#[derive(serde::Deserialize)]
+struct Count {
+    #[serde(default)]
     records: Option<u64>,
 }
 
 fn header_bytes(meta: &Meta, records: Option<u64>, len: Option<usize>) -> Result<Vec<u8>, String> {
-    let mut h = serde_json::to_vec(&Header {
-        meta: meta.clone(),
-        records,
-    })
-    .map_err(|e| e.to_string())?;
+    let mut h = serde_json::to_vec(meta).map_err(|e| e.to_string())?;
+    if let Some(n) = records
+        && h.last() == Some(&b'}')
+    {
+        h.pop();
+        h.extend_from_slice(format!(",\"records\":{n}}}").as_bytes());
+    }
     let len = len.unwrap_or(h.len() + COUNT_ROOM);
     if h.len() > len {
         return Err("snapshot header outgrew its room".into());
@@ -189,14 +191,16 @@ impl<R: Read> Reader<R> {
         let mut header = vec![0u8; n as usize];
         r.read_exact(&mut header)
             .map_err(|_| "snapshot is truncated in its header".to_string())?;
-        let h: Header =
+        let meta: Meta =
+            serde_json::from_slice(&header).map_err(|e| format!("snapshot header: {e}"))?;
+        let count: Count =
             serde_json::from_slice(&header).map_err(|e| format!("snapshot header: {e}"))?;
         Ok((
-            h.meta,
+            meta,
             Reader {
                 r,
                 ended: false,
-                want: h.records,
+                want: count.records,
                 count: 0,
             },
         ))
@@ -276,9 +280,11 @@ mod tests {
     use super::*;
 
     fn meta() -> Meta {
+        let nodes = std::collections::BTreeMap::from([(1, Node::new("127.0.0.1:1"))]);
+        let m = openraft::Membership::new(vec![std::collections::BTreeSet::from([1])], nodes);
         SnapshotMeta {
             last_log_id: None,
-            last_membership: Default::default(),
+            last_membership: openraft::StoredMembership::new(None, m),
             snapshot_id: "x".into(),
         }
     }
