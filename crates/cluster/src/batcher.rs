@@ -64,12 +64,13 @@ impl Batcher {
     /// replies are joined. Anything else that large is refused.
     async fn send_split(&self, cmd: Command, bytes: usize, local_only: bool) -> Answer {
         let name = cmd.name();
-        let parts = cmd.split(presenced_proto::BATCH_BYTES).map_err(|_| {
-            ClusterError::Invalid(format!(
+        let parts = cmd.split(presenced_proto::BATCH_BYTES);
+        if parts.len() < 2 {
+            return Err(ClusterError::Invalid(format!(
                 "a {name} write of {bytes} bytes is larger than the {} bytes one write may carry",
                 presenced_proto::MAX_COMMAND_BYTES
-            ))
-        })?;
+            )));
+        }
         metrics::counter!("presenced_raft_split_writes_total").increment(1);
         let mut outcomes = Vec::with_capacity(parts.len());
         let mut index = 0;

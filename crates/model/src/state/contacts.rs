@@ -60,7 +60,7 @@ impl State {
             return Err(Refusal::NotInRoster(contact.to_string(), user.to_string()));
         }
         let me = self.jid_of(user);
-        let item = self.users[user].roster.items[contact.as_ref()].clone();
+        let item = self.users[user].roster.items[contact].clone();
         let pending_in = self.users[user].roster.pending_in.contains(contact);
         // RFC 6121 §2.5.2: the contact learns both directions ended.
         if item.subscription.sees_contact() || item.ask {
