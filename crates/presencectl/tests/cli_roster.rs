@@ -118,6 +118,22 @@ fn roster_import_chunks_in_file_order() {
     assert_eq!(v["added"], 1);
     assert_eq!(v["refused"][0]["contact"], "full1");
 
+    // Contacts already in place are unchanged, not refused: exit 0.
+    let o = run_in(
+        &s,
+        &["roster", "import", "-"],
+        Some("alice,same1\nalice,bob\n"),
+    );
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "imported: 1 added, 1 unchanged, 0 refused\n")
+    );
+    let o = run(&s, &["roster", "add", "alice", "same2"]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "added 0, unchanged 1, refused 0\n")
+    );
+
     // All good: exit 0.
     let o = run_in(&s, &["roster", "import", "-"], Some("alice,bob\n"));
     assert_eq!(

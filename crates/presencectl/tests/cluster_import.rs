@@ -1,22 +1,26 @@
 //! The real presencectl binary against a real 3-node cluster (presenced processes on
 //! loopback, started by the end-to-end harness): a 100,000-row roster import, a bad row
-//! deep in a file of that size, re-runs, and user import with generated passwords.
+//! deep in a file of that size, Ctrl-C and re-runs, and user import with generated
+//! passwords.
 //!
 //! `cargo nextest run -p presencectl` builds only this package's binaries, so the node
 //! binary is built here first (a no-op when it is up to date).
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use presenced_e2e::{Cluster, Out};
+use presenced_e2e::{Cluster, Out, SECRET};
 use serde_json::Value;
 
-/// Users of the roster test, and contacts each one adds (every add also lists the
-/// adder on the contact's side, so each user ends with twice as many items).
-const USERS: usize = 1_000;
-const CONTACTS: usize = 100;
+/// Users of the roster test (few: accounts cost a PBKDF2 each, slow in a debug
+/// build), and the contacts each one adds: LOCAL other users (each add also lists the
+/// adder on the contact's side) and as many in another domain, 200 rows per user.
+const USERS: usize = 500;
+const LOCAL: usize = 100;
+/// Items each user ends with: its local and remote contacts, and its local adders.
+const ITEMS: u64 = 3 * LOCAL as u64;
 
 fn build_node_binary() {
     let exe = std::env::current_exe().expect("current exe");
@@ -83,18 +87,22 @@ fn roster_import_of_100k_rows_bad_row_and_rerun() {
     let c = cluster();
     let users: String = (0..USERS).map(|i| format!("u{i},pw-{i}\n")).collect();
     let f = write(&c, "users.csv", &users);
+    let t = Instant::now();
     c.ctl(0, &["user", "import", &f]).ok();
+    eprintln!("{USERS} accounts in {:?}", t.elapsed());
+    c.ctl(0, &["settings", "set", "max_contact_list_size", "500"])
+        .ok();
 
-    // user i adds u(i+1) .. u(i+CONTACTS): in the end everyone has CONTACTS items of
-    // their own and CONTACTS from the users that added them.
+    // User i adds u(i+1) .. u(i+LOCAL) and LOCAL contacts in another domain.
     let mut rows = String::from("user,contact,name,group\n");
     for i in 0..USERS {
-        for k in 1..=CONTACTS {
+        for k in 1..=LOCAL {
             let j = (i + k) % USERS;
             rows.push_str(&format!("u{i},u{j},User {j},Team{}\n", k % 3));
+            rows.push_str(&format!("u{i},c{k}@remote.example,Far {k},\n"));
         }
     }
-    assert_eq!(rows.lines().count(), 1 + USERS * CONTACTS);
+    assert_eq!(rows.lines().count(), 1 + 100_000);
 
     // A bad row at line 99,999: named, and nothing is sent.
     let mut bad: Vec<&str> = rows.lines().collect();
@@ -114,19 +122,61 @@ fn roster_import_of_100k_rows_bad_row_and_rerun() {
     assert_eq!(counts.len(), USERS);
     assert!(counts.values().all(|&n| n == 0), "{counts:?}");
 
-    // The good file: every row added, on every node.
+    // The good file, interrupted with Ctrl-C (SIGINT) once the first rows are in: the
+    // call in flight finishes, the summary so far is printed, exit 130.
     let f = write(&c, "contacts.csv", &rows);
+    let t = Instant::now();
+    let child = Command::new(c.bin("presencectl"))
+        .args(["--node", &c.nodes[0].admin_addr(), "--secret", SECRET])
+        .args(["--json", "roster", "import", &f, "--chunk", "500"])
+        .env_remove("PRESENCECTL_NODE")
+        .env_remove("PRESENCED_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn presencectl");
+    while c.ctl_json(1, &["roster", "show", "u0"])["items"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "no row arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(kill.success());
+    let o = child.wait_with_output().expect("wait presencectl");
+    let (code, stderr) = (o.status.code(), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON summary");
+    let first = v["added"].as_u64().unwrap();
+    assert!(first > 0 && first < 100_000, "{v}");
+    assert_eq!(v["sent"], first, "{v}");
+    eprintln!("interrupted after {first} rows, {:?}", t.elapsed());
+
+    // Run again: the rest is added, what the first run added is unchanged.
     let t = Instant::now();
     let o = c.ctl(0, &["roster", "import", &f]);
     let took = t.elapsed();
     assert_eq!(o.code, 0, "{}", show(&o));
-    assert_eq!(o.stdout, "imported: 100000 added, 0 refused\n");
-    eprintln!("imported {} rows in {took:?}", USERS * CONTACTS);
+    assert_eq!(
+        o.stdout,
+        format!(
+            "imported: {} added, {first} unchanged, 0 refused\n",
+            100_000 - first
+        )
+    );
+    eprintln!("imported 100000 rows in {took:?}");
+    let t = Instant::now();
     for i in [0, 2] {
         let counts = contact_counts(&c, i);
         assert_eq!(counts.len(), USERS);
         assert!(
-            counts.values().all(|&n| n == 2 * CONTACTS as u64),
+            counts.values().all(|&n| n == ITEMS),
             "node {}: {counts:?}",
             i + 1
         );
@@ -141,10 +191,11 @@ fn roster_import_of_100k_rows_bad_row_and_rerun() {
         .unwrap_or(Value::Null);
     assert_eq!(u1["name"], "User 1", "{u1}");
     assert_eq!(u1["groups"][0], "Team1", "{u1}");
-    let versions: Vec<u64> = ["u0", "u500", "u999"]
+    let versions: Vec<u64> = ["u0", "u250", "u499"]
         .iter()
         .map(|u| roster_version(&c, u))
         .collect();
+    eprintln!("counts checked in {:?}", t.elapsed());
 
     // Re-run (through another node, as JSON): nothing is added twice, nothing changes.
     let t = Instant::now();
@@ -158,11 +209,8 @@ fn roster_import_of_100k_rows_bad_row_and_rerun() {
         "{v}"
     );
     let counts = contact_counts(&c, 0);
-    assert!(
-        counts.values().all(|&n| n == 2 * CONTACTS as u64),
-        "{counts:?}"
-    );
-    let again: Vec<u64> = ["u0", "u500", "u999"]
+    assert!(counts.values().all(|&n| n == ITEMS), "{counts:?}");
+    let again: Vec<u64> = ["u0", "u250", "u499"]
         .iter()
         .map(|u| roster_version(&c, u))
         .collect();

@@ -272,6 +272,9 @@ impl Admin for Fake {
                 return Err(Status::unavailable("no leader; retry later"));
             }
         }
+        let (unchanged, entries): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|e| e.contact.starts_with("same"));
         let (refused, added): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .partition(|e| e.contact.starts_with("full"));
@@ -290,7 +293,7 @@ impl Admin for Fake {
         Ok(Response::new(RosterAddReply {
             added,
             refused,
-            unchanged: vec![],
+            unchanged,
         }))
     }
 
