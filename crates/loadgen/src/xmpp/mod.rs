@@ -8,11 +8,13 @@
 //! - `presence`: a star user with K contacts watching it changes availability R
 //!   times; delay from the change until each contact has it, and until the last.
 //! - `idle`: N sessions with initial presence; server RSS before/after.
+//! - `login-roster`: N users log in, fetch their roster and disconnect, C at a time.
 
 pub mod client;
 mod login;
 mod pingpong;
 mod presence;
+mod roster;
 mod sessions;
 mod stats;
 
@@ -24,6 +26,7 @@ use serde_json::json;
 use login::{idle_bench, login_bench};
 use pingpong::pingpong_bench;
 use presence::presence_bench;
+use roster::login_roster_bench;
 use sessions::register_many;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -33,6 +36,7 @@ pub enum Scenario {
     Pingpong,
     Presence,
     Idle,
+    LoginRoster,
 }
 
 #[derive(clap::Args)]
@@ -49,7 +53,7 @@ pub struct XmppArgs {
     /// User names are <prefix><n> (and <prefix>star for the presence star).
     #[arg(long, default_value = "lg")]
     prefix: String,
-    /// Password; `{user}` is replaced by the user name.
+    /// Password; `{user}` is replaced by the user name (login-roster: `{n}` by its number).
     #[arg(long, default_value = "loadgen-pw")]
     password: String,
     /// STARTTLS (certificate not verified).
@@ -61,7 +65,7 @@ pub struct XmppArgs {
     /// Register the users of the scenario first (XEP-0077); existing users are fine.
     #[arg(long)]
     register: bool,
-    /// login/idle/register: number of users (register also creates <prefix>star).
+    /// login/idle/login-roster/register: number of users (register also creates <prefix>star).
     #[arg(long, default_value_t = 1000)]
     users: usize,
     /// Logins (or registrations) in flight at once.
@@ -166,7 +170,9 @@ pub async fn run(a: XmppArgs) -> anyhow::Result<()> {
             .map(Who::N)
             .chain(std::iter::once(Who::Star))
             .collect(),
-        Scenario::Login | Scenario::Idle => (0..a.users).map(Who::N).collect(),
+        Scenario::Login | Scenario::Idle | Scenario::LoginRoster => {
+            (0..a.users).map(Who::N).collect()
+        }
         Scenario::Pingpong => (0..2 * a.pairs).map(Who::N).collect(),
         Scenario::Presence => std::iter::once(Who::Star)
             .chain((0..a.contacts).map(Who::N))
@@ -182,6 +188,7 @@ pub async fn run(a: XmppArgs) -> anyhow::Result<()> {
         Scenario::Register => return Ok(()),
         Scenario::Login => login_bench(&ctx, &who).await?,
         Scenario::Idle => idle_bench(&ctx, &who, &a).await?,
+        Scenario::LoginRoster => login_roster_bench(&ctx, &who).await?,
         Scenario::Pingpong => pingpong_bench(&ctx, &who, &a).await?,
         Scenario::Presence => presence_bench(&ctx, &who, &a).await?,
     };
