@@ -58,7 +58,7 @@ fn user_import_chunks_and_passwords_file() {
             .iter()
             .map(|(c, retry)| (c.len(), *retry))
             .collect::<Vec<_>>(),
-        [(500, false), (500, false), (235, false)]
+        [(1000, false), (235, false)]
     );
     let calls: Vec<_> = calls.into_iter().map(|(c, _)| c).collect();
     let flat: Vec<_> = calls.into_iter().flatten().collect();
@@ -177,6 +177,8 @@ fn user_import_retries_a_call_whose_answer_was_lost() {
             file.to_str().unwrap(),
             "--passwords-out",
             pw.to_str().unwrap(),
+            "--chunk",
+            "500",
         ],
     );
     assert_eq!(o.code, 0, "{}", o.stderr);

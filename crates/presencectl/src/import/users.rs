@@ -16,7 +16,7 @@ use super::{Input, Outcome, Sending, Stop, progress_bar, with_retry};
 use crate::client::{CliError, Conn, EXIT_UNAVAILABLE};
 
 /// Accounts per UserImport call by default.
-pub const CHUNK: usize = 500;
+pub const CHUNK: usize = 1_000;
 /// The most accounts one UserImport call may carry.
 pub const CHUNK_MAX: usize = 2_000;
 /// Longest password the server accepts.
@@ -401,7 +401,7 @@ mod tests {
                 i += 1;
             }
         }
-        assert_eq!(sizes, vec![500, 500, 200]);
+        assert_eq!(sizes, vec![1_000, 200]);
     }
 
     #[cfg(unix)]
