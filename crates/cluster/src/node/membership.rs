@@ -186,6 +186,7 @@ impl ClusterNode {
                         return Err(ClusterError::Conflict(format!("address {addr} already belongs to node {other}")));
                     }
                     // Learner first: it catches up (by log or snapshot) before it can vote.
+                    self.snapshot_current_membership().await;
                     let resp = self.raft.add_learner(*id, Node { addr: addr.clone() }, false).await.map_err(fail)?;
                     self.wait_caught_up(*id, resp.log_id.index, CATCH_UP_STALL).await.map_err(|e| {
                         ClusterError::Unavailable(format!("node {id} at {addr} {e}; it stays a learner (remove-node {id} to drop it)"))
@@ -218,6 +219,46 @@ impl ClusterNode {
         }
         .instrument(span)
         .await
+    }
+
+    /// Make sure the snapshot a joining node may be sent already holds the current
+    /// membership. A snapshot from before a node was removed still lists it as a voter:
+    /// a wiped node re-added with the same id would install it, believe itself a voter,
+    /// and start elections that depose the leader. Best effort, bounded wait.
+    async fn snapshot_current_membership(&self) {
+        let (membership, snapshot) = {
+            let m = self.raft.metrics().borrow().clone();
+            (
+                m.membership_config.log_id().map(|l| l.index),
+                m.snapshot.map(|l| l.index),
+            )
+        };
+        let (Some(membership), Some(snapshot)) = (membership, snapshot) else {
+            return;
+        };
+        if snapshot >= membership {
+            return;
+        }
+        tracing::info!(
+            snapshot,
+            membership,
+            "building a snapshot with the current membership first"
+        );
+        if self.raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut rx = self.raft.metrics();
+        while Instant::now() < deadline {
+            if rx
+                .borrow_and_update()
+                .snapshot
+                .is_some_and(|l| l.index >= membership)
+            {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+        }
     }
 
     /// Wait until the leader has replicated at least up to `index` to learner `id`, for
