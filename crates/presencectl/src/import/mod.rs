@@ -209,10 +209,15 @@ where
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     let template = format!(
-        "{{bar:40}} {{human_pos}}/{{human_len}} {what}  {{per_sec}}  {{elapsed_precise}} (eta {{eta}})"
+        "{{bar:40}} {{human_pos}}/{{human_len}} {what}  {{rate}}  {{elapsed_precise}} (eta {{eta}})"
     );
     if let Ok(style) = ProgressStyle::with_template(&template) {
-        pb.set_style(style);
+        pb.set_style(style.with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            },
+        ));
     }
     pb
 }
