@@ -402,6 +402,11 @@ impl Drop for Cluster {
         let panicking = std::thread::panicking();
         for i in 0..self.nodes.len() {
             if panicking {
+                // A panic inside a node (its stderr goes to its log) explains most failures.
+                let log = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+                for l in log.lines().filter(|l| l.contains("panicked at")) {
+                    eprintln!("node {} {l}", self.nodes[i].id);
+                }
                 eprintln!(
                     "----- node {} log (tail) -----\n{}",
                     self.nodes[i].id,

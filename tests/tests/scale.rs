@@ -16,7 +16,6 @@ fn roster_len(c: &Cluster, node: usize, user: &str) -> usize {
 /// re-added catches up from the log (appends are cut by bytes), and later from a
 /// snapshot once one was built by log size and the log behind it purged by size.
 #[test]
-#[ignore = "open defect: the leader's Raft core panics during remove-node of the wiped node (replace-node step); see docs/scale.md"]
 fn a_wiped_node_catches_up_after_bulk_writes_of_more_than_four_mib_per_call() {
     let mut c = Cluster::start_with(
         3,
