@@ -134,6 +134,22 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 /// Produce chunks on a thread of their own (parsing the next chunk while a call is in
 /// flight), at most two ahead. `make` runs on that thread and returns the producer; an
 /// empty chunk ends the input, an error ends it too (after being passed on).
+/// The next chunk to send: `None` at the end of the file; an error for a bad read,
+/// or once the operator pressed Ctrl-C (nothing more is sent).
+pub async fn next_to_send<T>(
+    chunks: &mut mpsc::Receiver<Result<Vec<T>, CliError>>,
+    stop: &Stop,
+) -> Result<Option<Vec<T>>, CliError> {
+    let Some(chunk) = chunks.recv().await else {
+        return Ok(None);
+    };
+    let chunk = chunk?;
+    if stop.requested() {
+        return Err(Stop::error());
+    }
+    Ok(Some(chunk))
+}
+
 pub fn read_ahead<T, P, F>(make: F) -> mpsc::Receiver<Result<Vec<T>, CliError>>
 where
     T: Send + 'static,

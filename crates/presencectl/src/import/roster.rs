@@ -8,7 +8,7 @@ use std::io::Read;
 use presenced_proto::admin::{ContactEntry, RosterAddRequest};
 
 use super::rows::Rows;
-use super::{Input, Outcome, Sending, Stop, progress_bar, with_retry};
+use super::{Input, Outcome, Sending, Stop, next_to_send, progress_bar, with_retry};
 use crate::client::{CliError, Conn};
 
 /// Entries per RosterAdd call by default (the server takes at most 10,000).
@@ -122,18 +122,15 @@ pub async fn run(
     let stop = Stop::on_ctrl_c();
     let bar = how.progress.then(|| progress_bar(total, "contacts"));
     let mut error = None;
-    while let Some(chunk) = chunks.recv().await {
-        let chunk = match chunk {
-            Ok(c) => c,
+    loop {
+        let chunk = match next_to_send(&mut chunks, &stop).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
             Err(e) => {
                 error = Some(e);
                 break;
             }
         };
-        if stop.requested() {
-            error = Some(Stop::error());
-            break;
-        }
         let n = chunk.len() as u64;
         let result = with_retry(bar.as_ref(), &stop, |_| {
             let req = RosterAddRequest {

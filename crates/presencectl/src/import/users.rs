@@ -12,7 +12,7 @@ use presenced_proto::admin::{UserImportEntry, UserImportRequest};
 use serde_json::json;
 
 use super::rows::Rows;
-use super::{Input, Outcome, Sending, Stop, progress_bar, with_retry};
+use super::{Input, Outcome, Sending, Stop, next_to_send, progress_bar, with_retry};
 use crate::client::{CliError, Conn, EXIT_UNAVAILABLE};
 
 /// Accounts per UserImport call by default.
@@ -235,18 +235,15 @@ pub async fn run(
     let stop = Stop::on_ctrl_c();
     let bar = how.progress.then(|| progress_bar(checked.rows, "accounts"));
     let mut error = None;
-    while let Some(chunk) = chunks.recv().await {
-        let chunk = match chunk {
-            Ok(c) => c,
+    loop {
+        let chunk = match next_to_send(&mut chunks, &stop).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
             Err(e) => {
                 error = Some(e);
                 break;
             }
         };
-        if stop.requested() {
-            error = Some(Stop::error());
-            break;
-        }
         let n = chunk.len() as u64;
         let (entries, generated): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
         let result = with_retry(bar.as_ref(), &stop, |retry| {
