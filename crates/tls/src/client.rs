@@ -1,0 +1,177 @@
+//! Connecting: a tonic connector that dials TCP and, unless the cluster runs in plain
+//! text, completes a TLS 1.3 handshake that proves the server is the node expected
+//! (and presents this process's own certificate when it has one).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::Identity;
+use crate::material::{Material, NodeServerVerifier, OwnCert};
+
+/// Which server a connection must reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Exactly this node (Raft, peer links, forwarding: the id is known).
+    Node(u64),
+    /// Any node of the cluster (an operator dialling an address).
+    AnyNode,
+}
+
+/// The rustls client configuration for connections to `expect`.
+pub fn client_config(material: &Arc<Material>, expect: Expect) -> Arc<ClientConfig> {
+    let verifier = Arc::new(NodeServerVerifier {
+        material: material.clone(),
+        expect: match expect {
+            Expect::Node(n) => Some(n),
+            Expect::AnyNode => None,
+        },
+    });
+    let mut cfg = ClientConfig::builder_with_provider(material.provider().clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("ring supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(Arc::new(OwnCert(material.clone())));
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Arc::new(cfg)
+}
+
+/// A connection this process opened.
+pub enum ClientConn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            ClientConn::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            ClientConn::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for ClientConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for ClientConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, b))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, b))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientConn::Plain(s) => s.is_write_vectored(),
+            ClientConn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+/// The tonic connector (`Endpoint::connect_with_connector`). Refusals are logged at
+/// most once per 10 s per connector, since callers retry every few hundred ms.
+#[derive(Clone)]
+pub struct Connector {
+    tls: Option<Arc<ClientConfig>>,
+    expect: Expect,
+    last_warn: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Connector {
+    pub fn new(material: Option<&Arc<Material>>, expect: Expect) -> Connector {
+        Connector {
+            tls: material.map(|m| client_config(m, expect)),
+            expect,
+            last_warn: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn server_name(&self) -> ServerName<'static> {
+        // The verifier checks the identity itself; the name only has to be valid.
+        let n = match self.expect {
+            Expect::Node(n) => n,
+            Expect::AnyNode => 1,
+        };
+        ServerName::try_from(Identity::Node(n).dns_name()).expect("a valid DNS name")
+    }
+
+    fn warn(&self, addr: &str, e: &io::Error) {
+        let reason = crate::server::refusal_reason(e);
+        metrics::counter!("presenced_tls_refused_total", "listener" => "outbound", "reason" => reason)
+            .increment(1);
+        let mut last = self.last_warn.lock();
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(%addr, expect = ?self.expect, reason, "TLS handshake with a node failed: {e}");
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<ClientConn>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move {
+            let auth = uri.authority().ok_or("the address has no host:port")?;
+            let addr = auth.as_str().to_string();
+            let tcp = TcpStream::connect(&addr).await?;
+            let _ = tcp.set_nodelay(true);
+            let Some(cfg) = me.tls.clone() else {
+                return Ok(TokioIo::new(ClientConn::Plain(tcp)));
+            };
+            match TlsConnector::from(cfg).connect(me.server_name(), tcp).await {
+                Ok(s) => Ok(TokioIo::new(ClientConn::Tls(Box::new(s)))),
+                Err(e) => {
+                    me.warn(&addr, &e);
+                    Err(e.into())
+                }
+            }
+        })
+    }
+}
