@@ -35,8 +35,8 @@ pub struct AdminService {
 pub fn server(
     node: Arc<ClusterNode>,
     offline_check: OfflineCheck,
-) -> InterceptedService<AdminServer<AdminService>, presenced_cluster::auth::CheckSecret> {
-    let check = node.secret_check();
+) -> InterceptedService<AdminServer<AdminService>, presenced_cluster::auth::AdminGuard> {
+    let check = node.admin_guard();
     InterceptedService::new(
         AdminServer::new(AdminService {
             node,

@@ -53,7 +53,7 @@ impl AdminService {
             if *id == self.node.id {
                 Ok(self.node.local_status())
             } else {
-                self.node.peer_status(addr).await
+                self.node.peer_status(*id, addr).await
             }
         }))
         .await;

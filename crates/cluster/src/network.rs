@@ -16,34 +16,36 @@ use presenced_proto::raft::raft_client::RaftClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use presenced_tls::{Expect, Transport};
+use tonic::transport::Channel;
 
 use crate::auth::AddSecret;
 use crate::{Node, NodeId, TypeConfig};
 
 pub type Client = RaftClient<InterceptedService<Channel, AddSecret>>;
 
-/// A lazily connecting channel to a peer's gRPC address.
-pub fn channel(addr: &str) -> Result<Channel, String> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+/// A lazily connecting channel to node `id` at `addr`: over TLS it must prove to be
+/// that node of this cluster.
+pub fn channel(transport: &Transport, id: NodeId, addr: &str) -> Result<Channel, String> {
+    let ep = presenced_tls::endpoint(addr)?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    Ok(ep.connect_lazy())
+    Ok(transport.lazy(&ep, Expect::Node(id)))
 }
 
 #[derive(Clone)]
 pub struct Network {
     pub secret: AddSecret,
+    pub transport: Transport,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
-        let client = channel(&node.addr).map(|ch| {
+        let client = channel(&self.transport, target, &node.addr).map(|ch| {
             RaftClient::with_interceptor(ch, self.secret.clone())
                 .max_decoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)

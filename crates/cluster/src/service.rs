@@ -13,7 +13,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
+use openraft::Vote;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+
 use crate::node::{ClusterNode, MembershipChange};
+use crate::{NodeId, TypeConfig};
 
 pub struct RaftService(pub Arc<ClusterNode>);
 
@@ -31,18 +35,35 @@ fn reply<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
     }))
 }
 
+/// Parse a Raft message and check that the node it speaks for (the vote's leader or
+/// candidate) is the node whose certificate the connection carries.
+fn parse_claimed<T: DeserializeOwned>(
+    r: Request<RaftBytes>,
+    vote: impl Fn(&T) -> &Vote<NodeId>,
+) -> Result<T, Status> {
+    let info = presenced_tls::peer_info(&r).cloned();
+    let msg: T = parse(r)?;
+    if let Some(claimed) = vote(&msg).leader_id().voted_for() {
+        presenced_tls::check_claim(info.as_ref(), claimed)?;
+    }
+    Ok(msg)
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        reply(&self.0.raft.append_entries(parse(r)?).await)
+        let rpc = parse_claimed(r, |m: &AppendEntriesRequest<TypeConfig>| &m.vote)?;
+        reply(&self.0.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        reply(&self.0.raft.vote(parse(r)?).await)
+        let rpc = parse_claimed(r, |m: &VoteRequest<NodeId>| &m.vote)?;
+        reply(&self.0.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        reply(&self.0.raft.install_snapshot(parse(r)?).await)
+        let rpc = parse_claimed(r, |m: &InstallSnapshotRequest<TypeConfig>| &m.vote)?;
+        reply(&self.0.raft.install_snapshot(rpc).await)
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub xmpp: Xmpp,
     #[serde(default)]
     pub router: RouterCfg,
+    #[serde(default)]
+    pub cluster_tls: crate::cluster_tls::ClusterTls,
 }
 
 /// XMPP client connections.
@@ -204,6 +206,7 @@ pub fn load(path: &Path) -> Result<(Config, String), String> {
             *f = base.join(&*f);
         }
     }
+    cfg.cluster_tls.rebase(base);
     let secret = cfg
         .validate(base)
         .map_err(|e| format!("config {}: {e}", path.display()))?;
@@ -365,19 +368,25 @@ impl Config {
         if r.cache_mb == 0 {
             return Err("raft.cache_mb: must be 1 or more".into());
         }
+        self.cluster_tls.validate()?;
         Ok(secret)
     }
 
-    pub fn cluster(&self, secret: String) -> ClusterConfig {
+    /// Where peers reach this node.
+    pub fn advertise(&self) -> String {
+        self.listen
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.cluster.to_string())
+    }
+
+    pub fn cluster(&self, secret: String, transport: presenced_tls::Transport) -> ClusterConfig {
         ClusterConfig {
             node_id: self.node_id,
-            advertise: self
-                .listen
-                .advertise
-                .clone()
-                .unwrap_or_else(|| self.listen.cluster.to_string()),
+            advertise: self.advertise(),
             data_dir: self.data_dir.clone(),
             secret,
+            transport,
             domain: self.domain.clone(),
             raft: RaftTuning {
                 heartbeat_ms: self.raft.heartbeat_ms,

@@ -4,6 +4,7 @@
 //! the inter-node gRPC port, the admin gRPC port (presencectl) and the HTTP port
 //! (/health, /metrics). Client protocol adapters plug in beside these.
 
+mod cluster_tls;
 mod config;
 mod http;
 
@@ -111,7 +112,10 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
 
-    let node = ClusterNode::start(cfg.cluster(secret.clone()))
+    let transport = cfg
+        .cluster_tls
+        .transport(cfg.node_id, &cfg.domain, &cfg.advertise())?;
+    let node = ClusterNode::start(cfg.cluster(secret.clone(), transport.clone()))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let router = presenced_router::Router::start(node.clone(), cfg.router(secret));
@@ -132,26 +136,26 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    // Small RPCs must not wait for Nagle + delayed ACK (40 ms stalls): no delay on every socket.
-    let incoming = |l: TcpListener| {
-        use tokio_stream::StreamExt;
-        tokio_stream::wrappers::TcpListenerStream::new(l).map(|s| {
-            s.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        })
-    };
-
+    // Handshakes run off the accept loop; every socket has no delay (small RPCs must not
+    // wait for Nagle + delayed ACK). Inter-node listeners demand a node certificate; the
+    // admin listener lets a certificate-less presencectl in to present the secret.
+    use presenced_tls::ClientAuth;
     let grpc = node
         .grpc()
         .add_service(router.peer_service())
-        .serve_with_incoming_shutdown(incoming(cluster_l), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            transport.incoming(cluster_l, ClientAuth::Required, "cluster"),
+            stopped(stop_rx.clone()),
+        );
     let admin = tonic::transport::Server::builder()
         .add_service(presenced_admin::server(node.clone(), {
             let r = router.clone();
             Arc::new(move |payload: &str| r.offline_readable(payload))
         }))
-        .serve_with_incoming_shutdown(incoming(admin_l), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            transport.incoming(admin_l, ClientAuth::Optional, "admin"),
+            stopped(stop_rx.clone()),
+        );
     let web = axum::serve(http_l, http::router(node.clone(), metrics))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::codegen::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::directory::SessionInfo;
@@ -153,14 +153,27 @@ pub(crate) fn spawn_links(router: Router) {
 
 type Client = PeerClient<InterceptedService<Channel, AddSecret>>;
 
-async fn connect(router: &Router, addr: &str) -> Result<Client, String> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+async fn connect(router: &Router, peer: NodeId, addr: &str) -> Result<Client, String> {
+    let ep = presenced_tls::endpoint(addr)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2));
-    let ch = ep.connect().await.map_err(|e| e.to_string())?;
+    let ch = router
+        .inner
+        .node
+        .transport()
+        .connect(&ep, presenced_tls::Expect::Node(peer))
+        .await
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg = format!("{msg}: {s}");
+                src = s.source();
+            }
+            msg
+        })?;
     let auth = AddSecret::new(&router.inner.cfg.secret)?;
     Ok(PeerClient::with_interceptor(ch, auth)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -182,7 +195,7 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
     // This release's format, until the peer refuses it (a peer one release older).
     let mut format = crate::wire::FORMAT;
     loop {
-        let mut client = match connect(&router, &addr).await {
+        let mut client = match connect(&router, peer, &addr).await {
             Ok(c) => c,
             Err(e) => {
                 // It may come back upgraded: start over with this release's format.
@@ -260,10 +273,10 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
 pub struct PeerService(Router);
 
 pub type PeerServer =
-    InterceptedService<GenServer<PeerService>, presenced_cluster::auth::CheckSecret>;
+    InterceptedService<GenServer<PeerService>, presenced_cluster::auth::NodeGuard>;
 
 pub(crate) fn server(router: Router) -> PeerServer {
-    let check = router.inner.node.secret_check();
+    let check = router.inner.node.node_guard();
     let svc = GenServer::new(PeerService(router))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -275,6 +288,7 @@ impl Peer for PeerService {
     async fn link(&self, req: Request<Streaming<Frame>>) -> Result<Response<LinkClosed>, Status> {
         let router = &self.0;
         let dead_after = router.inner.cfg.peer_dead_after;
+        let caller = presenced_tls::peer_info(&req).cloned();
         let mut stream = req.into_inner();
         let mut current: Option<(NodeId, u64)> = None;
         let outcome: Result<&str, Status> = loop {
@@ -302,6 +316,10 @@ impl Peer for PeerService {
                 Err(e) => break Err(Status::invalid_argument(format!("undecodable frame: {e}"))),
             };
             if current.is_none() {
+                // A node certificate speaks only for its own node.
+                if let Err(s) = presenced_tls::check_claim(caller.as_ref(), f.from_node) {
+                    break Err(s);
+                }
                 if !matches!(events.first(), Some(PeerEvent::Hello { .. })) {
                     break Err(Status::invalid_argument("a link must start with a hello"));
                 }

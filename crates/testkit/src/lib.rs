@@ -55,15 +55,27 @@ impl TestCluster {
         for _ in 0..n {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
         }
+        // The nodes talk mutual TLS, as real ones do, with a CA made for this cluster.
+        let ca = dir.path().join("ca");
+        presenced_tls::pki::init_ca(&ca, DOMAIN, 1).expect("test CA");
+        let trust = std::fs::read_to_string(ca.join(presenced_tls::pki::CA_CERT)).expect("CA");
         let mut nodes = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
             let id = i as NodeId + 1;
             let addr = l.local_addr().expect("address").to_string();
+            let tls = dir.path().join(format!("tls{id}"));
+            let issued = presenced_tls::pki::issue(&ca, &presenced_tls::Identity::Node(id), &[], 1)
+                .expect("node certificate");
+            presenced_tls::pki::write_issued(&tls, "node", &issued, Some(&trust)).expect("write");
+            let material = presenced_tls::Material::load(presenced_tls::Paths::in_dir(&tls, "node"))
+                .expect("load TLS material");
+            let transport = presenced_tls::Transport::Mutual(material);
             let node = ClusterNode::start(ClusterConfig {
                 node_id: id,
                 advertise: addr.clone(),
                 data_dir: dir.path().join(format!("node{id}")),
                 secret: SECRET.into(),
+                transport: transport.clone(),
                 domain: DOMAIN.into(),
                 raft: tuning(),
                 cache_bytes: 8 << 20,
@@ -78,7 +90,7 @@ impl TestCluster {
             let (stop, mut stopped) = watch::channel(false);
             let grpc = node.grpc().add_service(router.peer_service());
             tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                let incoming = transport.incoming(l, presenced_tls::ClientAuth::Required, "test");
                 let _ = grpc
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stopped.wait_for(|s| *s).await;

@@ -124,8 +124,8 @@ pub fn require_node<T>(req: &Request<T>) -> Result<Option<u64>, Status> {
 
 /// A request that says it comes from node `claimed` must carry that node's
 /// certificate: a valid certificate of node 2 cannot speak for node 3.
-pub fn check_claim<T>(req: &Request<T>, claimed: u64) -> Result<(), Status> {
-    let info = peer_info(req);
+/// `info` is the request's [`peer_info`], taken before the body is consumed.
+pub fn check_claim(info: Option<&PeerInfo>, claimed: u64) -> Result<(), Status> {
     match info.and_then(|i| i.identity.as_ref()) {
         Some(Identity::Node(n)) if *n != claimed => Err(deny(
             "claim_mismatch",

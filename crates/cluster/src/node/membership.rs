@@ -123,10 +123,10 @@ impl ClusterNode {
         self.on_leader(
             "membership not changed",
             || self.change_membership_as_leader(change.clone()),
-            |addr, _| {
+            |(id, addr), _| {
                 let change = &change;
                 async move {
-                    let mut c = self.peer(&addr)?;
+                    let mut c = self.peer(id, &addr)?;
                     let change = Some(match &change {
                         MembershipChange::Add(id, a) => membership_request::Change::Add(NodeAddr {
                             id: *id,

@@ -77,6 +77,8 @@ pub struct ClusterConfig {
     pub advertise: String,
     pub data_dir: PathBuf,
     pub secret: String,
+    /// TLS between the nodes (and for operators), or plain text when asked for.
+    pub transport: presenced_tls::Transport,
     pub domain: String,
     pub raft: RaftTuning,
     /// sled page-cache size.
@@ -132,7 +134,8 @@ pub struct ClusterNode {
     applied: Arc<AtomicU64>,
     secret: AddSecret,
     check: CheckSecret,
-    peers: Mutex<HashMap<String, PeerClient>>,
+    peers: Mutex<HashMap<(NodeId, String), PeerClient>>,
+    pub(crate) transport: presenced_tls::Transport,
     membership_lock: tokio::sync::Mutex<()>,
     batcher: crate::batcher::Batcher,
     timeout: Duration,

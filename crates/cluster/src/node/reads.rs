@@ -31,8 +31,8 @@ impl ClusterNode {
         self.on_leader(
             "no leader confirmed a read index",
             || self.read_index_as_leader(),
-            |addr, deadline| async move {
-                let mut c = self.peer(&addr)?;
+            |(id, addr), deadline| async move {
+                let mut c = self.peer(id, &addr)?;
                 let mut req = tonic::Request::new(ReadIndexRequest {});
                 req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
                 let index = match c.read_index(req).await {

@@ -11,7 +11,7 @@ use presenced_storage::{SledStore, Store};
 use tokio::sync::broadcast;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::auth::{AddSecret, CheckSecret};
+use crate::auth::{AddSecret, AdminGuard, CheckSecret, NodeGuard};
 use crate::compaction::LogSizes;
 use crate::network::Network;
 use crate::service::{ClusterService, RaftService};
@@ -91,6 +91,7 @@ impl ClusterNode {
             Arc::new(config),
             Network {
                 secret: secret.clone(),
+                transport: cfg.transport.clone(),
             },
             log,
             sm,
@@ -111,6 +112,7 @@ impl ClusterNode {
             check: CheckSecret::new(&cfg.secret),
             secret,
             peers: Mutex::new(HashMap::new()),
+            transport: cfg.transport.clone(),
             membership_lock: tokio::sync::Mutex::new(()),
             timeout: cfg.timeout,
             store,
@@ -127,21 +129,32 @@ impl ClusterNode {
             RaftServer::new(RaftService(self.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            self.check.clone(),
+            self.node_guard(),
         );
         let cluster = InterceptedService::new(
             ClusterServer::new(ClusterService(self.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            self.check.clone(),
+            self.node_guard(),
         );
         tonic::transport::Server::builder()
             .add_service(raft)
             .add_service(cluster)
     }
 
-    pub fn secret_check(&self) -> CheckSecret {
-        self.check.clone()
+    /// The guard of the inter-node services (the router's peer links use it too).
+    pub fn node_guard(&self) -> NodeGuard {
+        NodeGuard(self.check.clone())
+    }
+
+    /// The guard of the admin API.
+    pub fn admin_guard(&self) -> AdminGuard {
+        AdminGuard(self.check.clone())
+    }
+
+    /// How this node's cluster connections are secured.
+    pub fn transport(&self) -> &presenced_tls::Transport {
+        &self.transport
     }
 
     pub async fn shutdown(&self) {

@@ -62,8 +62,8 @@ impl ClusterNode {
     }
 
     /// Ask a peer for its status (short timeout: used to tell who answers).
-    pub async fn peer_status(&self, addr: &str) -> Result<NodeStatusReply, String> {
-        let mut c = self.peer(addr).map_err(|e| e.to_string())?;
+    pub async fn peer_status(&self, id: NodeId, addr: &str) -> Result<NodeStatusReply, String> {
+        let mut c = self.peer(id, addr).map_err(|e| e.to_string())?;
         let mut req = tonic::Request::new(NodeStatusRequest {});
         req.set_timeout(Duration::from_millis(800));
         match tokio::time::timeout(Duration::from_secs(1), c.node_status(req)).await {

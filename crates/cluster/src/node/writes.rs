@@ -9,6 +9,7 @@ use presenced_proto::raft::ProposeRequest;
 use presenced_proto::raft::cluster_client::ClusterClient;
 use tracing::Instrument;
 
+use crate::NodeId;
 use crate::network::channel;
 
 use super::{ClusterError, ClusterNode, PeerClient};
@@ -43,16 +44,18 @@ pub(super) fn not_sent(s: &tonic::Status) -> bool {
 }
 
 impl ClusterNode {
-    pub(super) fn peer(&self, addr: &str) -> Result<PeerClient, ClusterError> {
+    /// The client for node `id` at `addr` (cached: one connection per peer).
+    pub(super) fn peer(&self, id: NodeId, addr: &str) -> Result<PeerClient, ClusterError> {
+        let key = (id, addr.to_string());
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = peers.get(addr) {
+        if let Some(c) = peers.get(&key) {
             return Ok(c.clone());
         }
-        let ch = channel(addr).map_err(ClusterError::Invalid)?;
+        let ch = channel(&self.transport, id, addr).map_err(ClusterError::Invalid)?;
         let c = ClusterClient::with_interceptor(ch, self.secret.clone())
             .max_decoding_message_size(presenced_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(presenced_proto::MAX_MESSAGE_BYTES);
-        peers.insert(addr.to_string(), c.clone());
+        peers.insert(key, c.clone());
         Ok(c)
     }
 
@@ -113,7 +116,7 @@ impl ClusterNode {
         self.on_leader(
             "write not committed",
             || self.propose_local(cmd.clone()),
-            |addr, deadline| self.forward_propose(&cmd, addr, deadline),
+            |(id, addr), deadline| self.forward_propose(&cmd, id, addr, deadline),
         )
         .await
     }
@@ -121,10 +124,11 @@ impl ClusterNode {
     async fn forward_propose(
         &self,
         cmd: &Command,
+        id: NodeId,
         addr: String,
         deadline: Instant,
     ) -> Result<(Outcome, u64), ClusterError> {
-        let mut c = self.peer(&addr)?;
+        let mut c = self.peer(id, &addr)?;
         let command =
             crate::format::wire(cmd).map_err(|e| ClusterError::Internal(e.to_string()))?;
         let mut req = tonic::Request::new(ProposeRequest {
@@ -171,7 +175,7 @@ impl ClusterNode {
     }
 
     /// Where to forward a leader-only call now, if a leader other than this node is known.
-    pub(super) fn forward_target(&self) -> Option<String> {
+    pub(super) fn forward_target(&self) -> Option<(NodeId, String)> {
         let m = self.metrics();
         let leader = m.current_leader?;
         if leader == self.id {
@@ -180,7 +184,7 @@ impl ClusterNode {
         m.membership_config
             .membership()
             .get_node(&leader)
-            .map(|n| n.addr.clone())
+            .map(|n| (leader, n.addr.clone()))
     }
 
     /// Run a leader-only call: `local` when this node leads or knows no leader (it may be
@@ -196,13 +200,13 @@ impl ClusterNode {
     where
         L: FnMut() -> LF,
         LF: std::future::Future<Output = Result<T, ClusterError>>,
-        R: FnMut(String, Instant) -> RF,
+        R: FnMut((NodeId, String), Instant) -> RF,
         RF: std::future::Future<Output = Result<T, ClusterError>>,
     {
         let deadline = Instant::now() + self.timeout;
         loop {
             let res = match self.forward_target() {
-                Some(addr) => remote(addr, deadline).await,
+                Some(target) => remote(target, deadline).await,
                 None => local().await,
             };
             match res {
