@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod tap;
+pub mod tls;
 pub mod xmpp;
+
+pub use tls::{Ctl, Pki};
 
 pub const SECRET: &str = "e2e-test-secret-0123456789";
 pub const DOMAIN: &str = "example.test";
@@ -97,6 +101,8 @@ pub struct NodeProc {
     pub config: PathBuf,
     pub data: PathBuf,
     pub log: PathBuf,
+    /// The tap in front of the cluster port, which peers then dial.
+    pub tap: Option<tap::Tap>,
     child: Option<Child>,
 }
 
@@ -110,8 +116,12 @@ impl NodeProc {
         format!("127.0.0.1:{}", self.admin)
     }
 
+    /// The cluster address peers dial (the tap's, when there is one).
     pub fn cluster_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.cluster)
+        format!(
+            "127.0.0.1:{}",
+            self.tap.as_ref().map_or(self.cluster, |t| t.port)
+        )
     }
 }
 
@@ -123,6 +133,9 @@ pub struct Opts {
     pub timeout_ms: u64,
     /// Appended to every node's config (e.g. a `[router]` or `[xmpp]` table).
     pub extra: String,
+    /// Put a [`tap::Tap`] in front of every node's cluster port and advertise it, so
+    /// every byte between the nodes crosses a tap.
+    pub tap: bool,
 }
 
 impl Default for Opts {
@@ -132,6 +145,7 @@ impl Default for Opts {
             keep_logs: 2_000,
             timeout_ms: 5_000,
             extra: String::new(),
+            tap: false,
         }
     }
 }
@@ -140,6 +154,10 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
     bins: PathBuf,
+    /// The cluster's CA and certificates (unused by a plain-text cluster).
+    pub pki: Pki,
+    /// The nodes run `cluster_tls.mode = "plaintext"` (set through `Opts::extra`).
+    pub plaintext: bool,
 }
 
 impl Cluster {
@@ -168,6 +186,10 @@ impl Cluster {
             .tempdir()
             .expect("tempdir");
         let ports = free_ports(n * 3);
+        let pki = Pki::create(&dir.path().join("pki"));
+        // Mutual TLS between the nodes unless the test configures it itself.
+        let own_tls = opts.extra.contains("[cluster_tls]");
+        let plaintext = own_tls && opts.extra.contains("\"plaintext\"");
         let mut nodes = Vec::new();
         for i in 0..n {
             let id = i as u64 + 1;
@@ -178,6 +200,16 @@ impl Cluster {
             };
             let config = dir.path().join(format!("node{id}.toml"));
             let data = dir.path().join(format!("data{id}"));
+            let tap = opts.tap.then(|| tap::Tap::start(free_ports(1)[0], cluster));
+            let advertise = tap
+                .as_ref()
+                .map(|t| format!("advertise = \"127.0.0.1:{}\"\n", t.port))
+                .unwrap_or_default();
+            let tls = if own_tls {
+                String::new()
+            } else {
+                format!("[cluster_tls]\ndir = \"{}\"\n", pki.node_dir(id).display())
+            };
             std::fs::write(
                 &config,
                 format!(
@@ -188,7 +220,7 @@ secret = "{SECRET}"
 log_level = "info,presenced_cluster=debug"
 [listen]
 cluster = "127.0.0.1:{cluster}"
-admin = "127.0.0.1:{admin}"
+{advertise}admin = "127.0.0.1:{admin}"
 http = "127.0.0.1:{http}"
 xmpp = "127.0.0.1:{xmpp}"
 xmpps = "127.0.0.1:{xmpps}"
@@ -201,7 +233,7 @@ keep_logs = {kl}
 timeout_ms = {to}
 cache_mb = 16
 {extra}
-"#,
+{tls}"#,
                     data = data.display(),
                     se = opts.snapshot_every,
                     kl = opts.keep_logs,
@@ -221,6 +253,7 @@ cache_mb = 16
                 config,
                 data,
                 log,
+                tap,
                 child: None,
             });
         }
@@ -228,6 +261,8 @@ cache_mb = 16
             dir,
             nodes,
             bins: bin_dir(),
+            pki,
+            plaintext,
         };
         for i in 0..n {
             c.start_node(i);
@@ -260,6 +295,17 @@ cache_mb = 16
             .spawn()
             .expect("spawn presenced");
         n.child = Some(child);
+    }
+
+    /// Send `signal` (e.g. "HUP") to node `i`'s process.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("node running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{signal} {pid}");
     }
 
     /// kill -9 node `i` and reap it.
@@ -321,7 +367,20 @@ cache_mb = 16
     }
 
     pub fn ctl_at(&self, addr: &str, secret: &str, args: &[&str]) -> Out {
-        run_ctl(&self.bins, addr, secret, args)
+        self.ctl_runner().run(addr, secret, args)
+    }
+
+    /// presencectl with this cluster's TLS arguments, to run from other threads.
+    pub fn ctl_runner(&self) -> Ctl {
+        let tls_args = if self.plaintext {
+            vec!["--plaintext".to_string()]
+        } else {
+            vec!["--ca".to_string(), self.pki.ca_file().display().to_string()]
+        };
+        Ctl {
+            bins: self.bins.clone(),
+            tls_args,
+        }
     }
 
     /// Index of the node the cluster reports as leader (asked of any live node).
@@ -418,25 +477,6 @@ impl Drop for Cluster {
     }
 }
 
-pub fn run_ctl(bins: &Path, addr: &str, secret: &str, args: &[&str]) -> Out {
-    let o = Command::new(bins.join("presencectl"))
-        .arg("--node")
-        .arg(addr)
-        .arg("--secret")
-        .arg(secret)
-        .args(args)
-        .env_remove("PRESENCECTL_NODE")
-        .env_remove("PRESENCED_SECRET")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run presencectl");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 /// A minimal HTTP/1.0 GET: (status, body), or None when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(
@@ -492,11 +532,31 @@ impl Cluster {
         c
     }
 
-    /// A gRPC channel to node `i`'s cluster port (Raft, Cluster and Peer services).
+    /// A gRPC channel to node `i`'s cluster port (Raft, Cluster and Peer services),
+    /// holding the certificate of node 9 of this cluster (a valid node that is not a
+    /// member).
     pub async fn cluster_channel(&self, i: usize) -> tonic::transport::Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.nodes[i].cluster_addr()))
-            .expect("endpoint")
-            .connect()
+        self.cluster_channel_as(i, &self.peer_transport(9)).await
+    }
+
+    /// How a test acting as node `id` connects (plain text for a plain-text cluster).
+    pub fn peer_transport(&self, id: u64) -> presenced_tls::Transport {
+        if self.plaintext {
+            presenced_tls::Transport::Plaintext
+        } else {
+            self.pki.transport(id)
+        }
+    }
+
+    /// A channel to node `i`'s cluster port made with `transport`.
+    pub async fn cluster_channel_as(
+        &self,
+        i: usize,
+        transport: &presenced_tls::Transport,
+    ) -> tonic::transport::Channel {
+        let ep = presenced_tls::endpoint(&self.nodes[i].cluster_addr()).expect("endpoint");
+        transport
+            .connect(&ep, presenced_tls::Expect::Node(self.nodes[i].id))
             .await
             .expect("connect to the cluster port")
     }

@@ -137,6 +137,7 @@ fn cli_errors_have_messages_and_exit_codes() {
 
 #[test]
 fn calls_without_the_cluster_secret_are_refused() {
+    // The secret is a second factor: a valid node certificate without it gets nowhere.
     let c = Cluster::start(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -145,17 +146,12 @@ fn calls_without_the_cluster_secret_are_refused() {
     rt.block_on(async {
         use presenced_proto::raft::NodeStatusRequest;
         use presenced_proto::raft::cluster_client::ClusterClient;
-        let url = format!("http://{}", c.nodes[0].cluster_addr());
-        // inter-node port, no secret at all
-        let mut cl = ClusterClient::connect(url.clone()).await.unwrap();
+        let ch = c.cluster_channel(0).await;
+        // inter-node port, a node certificate, no secret at all
+        let mut cl = ClusterClient::new(ch.clone());
         let e = cl.node_status(NodeStatusRequest {}).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         // a wrong secret
-        let ch = tonic::transport::Endpoint::from_shared(url)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
         let mut cl = ClusterClient::with_interceptor(ch, |mut r: tonic::Request<()>| {
             r.metadata_mut().insert(
                 presenced_proto::SECRET_HEADER,

@@ -117,7 +117,7 @@ fn acknowledged_writes_survive_leader_kills() {
     let (bins, addrs) = {
         let g = c.lock().unwrap();
         (
-            presenced_e2e::bin_dir(),
+            g.ctl_runner(),
             g.nodes.iter().map(|n| n.admin_addr()).collect::<Vec<_>>(),
         )
     };
@@ -139,7 +139,7 @@ fn acknowledged_writes_survive_leader_kills() {
                     for attempt in 0..40 {
                         let addr = &addrs[(w + call + attempt) % addrs.len()];
                         attempts.fetch_add(1, Ordering::Relaxed);
-                        let out = presenced_e2e::run_ctl(&bins, addr, presenced_e2e::SECRET, &args);
+                        let out = bins.run(addr, presenced_e2e::SECRET, &args);
                         if out.code == 0 {
                             let v = out.json();
                             let mut a = acked.lock().unwrap();
@@ -373,11 +373,10 @@ fn membership_changes_are_one_at_a_time_and_checked() {
     let o = c.ctl(0, &["cluster", "remove-node", "9"]);
     assert_eq!(o.code, 3, "{}", o.stderr);
     // a second change while one (adding a node that never answers) is running is refused
-    let bins = presenced_e2e::bin_dir();
+    let bins = c.ctl_runner();
     let a0 = c.nodes[0].admin_addr();
     let slow = std::thread::spawn(move || {
-        presenced_e2e::run_ctl(
-            &bins,
+        bins.run(
             &a0,
             presenced_e2e::SECRET,
             &["cluster", "add-node", "7", "127.0.0.1:1"],

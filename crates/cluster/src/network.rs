@@ -13,10 +13,10 @@ use openraft::raft::{
 };
 use presenced_proto::raft::RaftBytes;
 use presenced_proto::raft::raft_client::RaftClient;
+use presenced_tls::{Expect, Transport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::service::interceptor::InterceptedService;
-use presenced_tls::{Expect, Transport};
 use tonic::transport::Channel;
 
 use crate::auth::AddSecret;

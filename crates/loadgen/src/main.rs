@@ -72,11 +72,32 @@ impl tonic::service::Interceptor for Secret {
     }
 }
 
+/// The admin API's TLS, as presencectl finds it: `PRESENCECTL_CA` (the cluster's CA),
+/// or `PRESENCECTL_PLAINTEXT=1` for a plain-text cluster.
+fn admin_transport() -> anyhow::Result<presenced_tls::Transport> {
+    if let Some(ca) = std::env::var_os("PRESENCECTL_CA").filter(|c| !c.is_empty()) {
+        let m = presenced_tls::Material::load(presenced_tls::Paths {
+            ca: ca.into(),
+            cert: None,
+        })
+        .map_err(|e| anyhow::anyhow!("PRESENCECTL_CA: {e}"))?;
+        return Ok(presenced_tls::Transport::Mutual(m));
+    }
+    if std::env::var("PRESENCECTL_PLAINTEXT").is_ok_and(|v| !v.is_empty() && v != "0") {
+        return Ok(presenced_tls::Transport::Plaintext);
+    }
+    anyhow::bail!(
+        "set PRESENCECTL_CA to the cluster's CA file (or PRESENCECTL_PLAINTEXT=1 for a plain-text cluster)"
+    )
+}
+
 pub(crate) async fn connect(addr: &str, secret: &Secret) -> anyhow::Result<Client> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let ep = presenced_tls::endpoint(addr)
+        .map_err(|e| anyhow::anyhow!(e))?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
+        .connect_timeout(Duration::from_secs(2));
+    let ch = admin_transport()?
+        .connect(&ep, presenced_tls::Expect::AnyNode)
         .await
         .with_context(|| format!("cannot reach {addr}"))?;
     Ok(AdminClient::with_interceptor(ch, secret.clone()))

@@ -21,13 +21,14 @@ const LONG_CALL: Duration = Duration::from_secs(90);
 /// Connection settings shared by all commands.
 pub struct Ctx {
     pub target: Target,
+    pub transport: presenced_tls::Transport,
     pub timeout: Duration,
     pub json: bool,
 }
 
 impl Ctx {
     async fn connect(&self) -> Result<Conn, CliError> {
-        Conn::connect(&self.target, self.timeout).await
+        Conn::connect(&self.target, &self.transport, self.timeout).await
     }
 
     fn long_timeout(&self) -> Duration {

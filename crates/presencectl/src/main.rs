@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 other failure, 2 bad input (or usage), 3 not found,
 //! 4 refused by a limit or rule, 5 node/cluster unavailable, 6 wrong cluster secret.
 
+mod cert;
 mod client;
 mod commands;
 mod import;
@@ -51,9 +52,45 @@ pub struct Cli {
     )]
     secret: Option<String>,
 
-    /// A presenced node config file to take the secret and admin address from
+    /// A presenced node config file to take the secret, admin address and CA from
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// The cluster's CA certificate(s) the node must prove itself with [default: from --config]
+    #[arg(
+        long = "ca",
+        id = "tls_ca",
+        global = true,
+        env = "PRESENCECTL_CA",
+        value_name = "FILE"
+    )]
+    ca: Option<PathBuf>,
+
+    /// An operator certificate (presencectl cert issue --operator NAME); with it no secret is needed
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "PRESENCECTL_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    cert: Option<PathBuf>,
+
+    /// The operator certificate's private key
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "PRESENCECTL_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    key: Option<PathBuf>,
+
+    /// No TLS: only for a cluster running cluster_tls.mode = "plaintext"
+    #[arg(long, global = true, env = "PRESENCECTL_PLAINTEXT")]
+    plaintext: bool,
 
     /// Print one JSON document on stdout instead of tables
     #[arg(long, global = true)]
@@ -84,6 +121,9 @@ enum Cmd {
     Roster(RosterCmd),
     /// Report problems: nodes down or lagging, no leader, users at their limits
     Troubleshoot,
+    /// The cluster CA and the node and operator certificates it issues (offline: no node is contacted)
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,13 +272,25 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<Report, CliError> {
-    let target = client::resolve(
+    if let Cmd::Cert(c) = cli.command {
+        return cert::run(c);
+    }
+    let tls = client::TlsFlags {
+        ca: cli.ca.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+        plaintext: cli.plaintext,
+    };
+    let target = client::resolve_with(
         cli.node.as_deref(),
         cli.secret.as_deref(),
         cli.config.as_deref(),
+        tls.has_cert(),
     )?;
+    let transport = client::resolve_tls(&tls, cli.config.as_deref())?;
     let ctx = Ctx {
         target,
+        transport,
         timeout: Duration::from_secs(cli.timeout),
         json: cli.json,
     };
@@ -248,6 +300,7 @@ async fn run(cli: Cli) -> Result<Report, CliError> {
         Cmd::User(c) => commands::user(&ctx, c).await,
         Cmd::Roster(c) => commands::roster(&ctx, c).await,
         Cmd::Troubleshoot => commands::troubleshoot(&ctx).await,
+        Cmd::Cert(_) => unreachable!("handled above"),
     }
 }
 

@@ -128,6 +128,7 @@ fn roster_import_of_100k_rows_bad_row_and_rerun() {
     let t = Instant::now();
     let child = Command::new(c.bin("presencectl"))
         .args(["--node", &c.nodes[0].admin_addr(), "--secret", SECRET])
+        .args(&c.ctl_runner().tls_args)
         .args(["--json", "roster", "import", &f, "--chunk", "500"])
         .env_remove("PRESENCECTL_NODE")
         .env_remove("PRESENCED_SECRET")

@@ -71,7 +71,9 @@ impl ClusterTls {
             return Err("cluster_tls.reload_secs: must be 1 or more".into());
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err("cluster_tls.cert_file and cluster_tls.key_file: set both or neither".into());
+            return Err(
+                "cluster_tls.cert_file and cluster_tls.key_file: set both or neither".into(),
+            );
         }
         Ok(())
     }
@@ -89,7 +91,12 @@ impl ClusterTls {
     }
 
     /// Load the material (generating it first where allowed) and start watching it.
-    pub fn transport(&self, node_id: u64, domain: &str, advertise: &str) -> anyhow::Result<Transport> {
+    pub fn transport(
+        &self,
+        node_id: u64,
+        domain: &str,
+        advertise: &str,
+    ) -> anyhow::Result<Transport> {
         if self.mode == Mode::Plaintext {
             tracing::warn!(
                 "cluster_tls.mode = \"plaintext\": Raft, peer links and the admin API run WITHOUT TLS; \
@@ -112,7 +119,11 @@ impl ClusterTls {
             Some(Identity::Node(n)) if n == node_id => {}
             other => anyhow::bail!(
                 "cluster TLS: {} names {} but this is node {node_id}",
-                paths.cert.as_ref().map_or(PathBuf::new(), |c| c.0.clone()).display(),
+                paths
+                    .cert
+                    .as_ref()
+                    .map_or(PathBuf::new(), |c| c.0.clone())
+                    .display(),
                 other.map_or("nobody".into(), |i| i.to_string())
             ),
         }
@@ -137,10 +148,16 @@ impl ClusterTls {
             .with_context(|| format!("reading {}", ca_dir.display()))?;
         let host = advertise.rsplit_once(':').map_or(advertise, |(h, _)| h);
         let names = [host.trim_matches(['[', ']']).to_string()];
-        let node = pki::issue(&ca_dir, &Identity::Node(node_id), &names, pki::CERT_DAYS).map_err(fail)?;
+        let node =
+            pki::issue(&ca_dir, &Identity::Node(node_id), &names, pki::CERT_DAYS).map_err(fail)?;
         pki::write_issued(&self.dir, "node", &node, Some(&trust)).map_err(fail)?;
-        let op = pki::issue(&ca_dir, &Identity::Operator("admin".into()), &[], pki::CERT_DAYS)
-            .map_err(fail)?;
+        let op = pki::issue(
+            &ca_dir,
+            &Identity::Operator("admin".into()),
+            &[],
+            pki::CERT_DAYS,
+        )
+        .map_err(fail)?;
         pki::write_issued(&self.dir, "operator", &op, None).map_err(fail)?;
         tracing::warn!(
             dir = %self.dir.display(),

@@ -67,8 +67,9 @@ impl TestCluster {
             let issued = presenced_tls::pki::issue(&ca, &presenced_tls::Identity::Node(id), &[], 1)
                 .expect("node certificate");
             presenced_tls::pki::write_issued(&tls, "node", &issued, Some(&trust)).expect("write");
-            let material = presenced_tls::Material::load(presenced_tls::Paths::in_dir(&tls, "node"))
-                .expect("load TLS material");
+            let material =
+                presenced_tls::Material::load(presenced_tls::Paths::in_dir(&tls, "node"))
+                    .expect("load TLS material");
             let transport = presenced_tls::Transport::Mutual(material);
             let node = ClusterNode::start(ClusterConfig {
                 node_id: id,

@@ -104,7 +104,11 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_bad_ones_are_refused() {
-        for id in [Identity::Node(1), Identity::Node(u64::MAX), Identity::Operator("ops-1".into())] {
+        for id in [
+            Identity::Node(1),
+            Identity::Node(u64::MAX),
+            Identity::Operator("ops-1".into()),
+        ] {
             assert_eq!(Identity::from_dns_name(&id.dns_name()), Some(Ok(id)));
         }
         for bad in [
@@ -115,7 +119,10 @@ mod tests {
             "-a.operator.presenced.invalid",
             "a_b.operator.presenced.invalid",
         ] {
-            assert!(matches!(Identity::from_dns_name(bad), Some(Err(_))), "{bad}");
+            assert!(
+                matches!(Identity::from_dns_name(bad), Some(Err(_))),
+                "{bad}"
+            );
         }
         assert_eq!(Identity::from_dns_name("example.test"), None);
     }

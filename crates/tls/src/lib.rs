@@ -82,7 +82,8 @@ impl Transport {
 
 /// The endpoint for `host:port` (the connector does the TLS: the scheme stays http).
 pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
-    Endpoint::from_shared(format!("http://{addr}")).map_err(|e| format!("bad address {addr:?}: {e}"))
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad address {addr:?}: {e}"))
 }
 
 /// The connection's caller, as the listener verified it.
@@ -161,11 +162,16 @@ pub fn spawn_reloader(material: Arc<Material>, every: Duration) {
                         not_after = cur.not_after,
                         "cluster TLS material reloaded"
                     );
-                    metrics::counter!("presenced_tls_reloads_total", "outcome" => "ok").increment(1);
+                    metrics::counter!("presenced_tls_reloads_total", "outcome" => "ok")
+                        .increment(1);
                 }
                 Err(e) => {
-                    tracing::error!(by_signal, "cluster TLS material not reloaded, keeping the current one: {e}");
-                    metrics::counter!("presenced_tls_reloads_total", "outcome" => "refused").increment(1);
+                    tracing::error!(
+                        by_signal,
+                        "cluster TLS material not reloaded, keeping the current one: {e}"
+                    );
+                    metrics::counter!("presenced_tls_reloads_total", "outcome" => "refused")
+                        .increment(1);
                 }
             }
             publish(&material);

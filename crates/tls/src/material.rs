@@ -35,7 +35,10 @@ impl Paths {
     pub fn in_dir(dir: &Path, stem: &str) -> Paths {
         Paths {
             ca: dir.join(crate::pki::CA_CERT),
-            cert: Some((dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")))),
+            cert: Some((
+                dir.join(format!("{stem}.pem")),
+                dir.join(format!("{stem}.key")),
+            )),
         }
     }
 
@@ -72,7 +75,9 @@ pub struct Material {
 
 impl std::fmt::Debug for Material {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Material").field("paths", &self.paths).finish()
+        f.debug_struct("Material")
+            .field("paths", &self.paths)
+            .finish()
     }
 }
 
@@ -92,7 +97,7 @@ fn stamp(paths: &Paths) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
-fn load(paths: &Paths, provider: &Arc<CryptoProvider>) -> Result<Loaded, String> {
+fn load(paths: &Paths, provider: &Arc<CryptoProvider>, check_own: bool) -> Result<Loaded, String> {
     let stamp = stamp(paths);
     let ca = &paths.ca;
     let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
@@ -106,7 +111,10 @@ fn load(paths: &Paths, provider: &Arc<CryptoProvider>) -> Result<Loaded, String>
             .map_err(|e| format!("trust bundle {}: {e}", ca.display()))?;
     }
     if roots.is_empty() {
-        return Err(format!("trust bundle {} holds no certificate", ca.display()));
+        return Err(format!(
+            "trust bundle {} holds no certificate",
+            ca.display()
+        ));
     }
     let roots = Arc::new(roots);
     let server_verifier =
@@ -153,13 +161,15 @@ fn load(paths: &Paths, provider: &Arc<CryptoProvider>) -> Result<Loaded, String>
                     .verify_client_cert(&leaf, &chain[1..], now)
                     .map(|_| ()),
             };
-            checked.map_err(|e| {
-                format!(
-                    "certificate {} is not valid under the trust bundle {}: {e}",
-                    cert.display(),
-                    ca.display()
-                )
-            })?;
+            checked
+                .or_else(|e| if check_own { Err(e) } else { Ok(()) })
+                .map_err(|e| {
+                    format!(
+                        "certificate {} is not valid under the trust bundle {}: {e}",
+                        cert.display(),
+                        ca.display()
+                    )
+                })?;
             let exp = crate::pki::not_after(&leaf)?;
             (Some(Arc::new(ck)), Some(id), Some(exp))
         }
@@ -178,8 +188,19 @@ fn load(paths: &Paths, provider: &Arc<CryptoProvider>) -> Result<Loaded, String>
 impl Material {
     /// Read the files; every problem is an error that names the file.
     pub fn load(paths: Paths) -> Result<Arc<Material>, String> {
+        Self::load_with(paths, true)
+    }
+
+    /// As [`Material::load`] but without checking this process's own certificate
+    /// against the bundle: for tools and tests that must present a certificate a peer
+    /// ought to refuse (an expired one, say).
+    pub fn load_unchecked(paths: Paths) -> Result<Arc<Material>, String> {
+        Self::load_with(paths, false)
+    }
+
+    fn load_with(paths: Paths, check_own: bool) -> Result<Arc<Material>, String> {
         let provider = provider();
-        let loaded = load(&paths, &provider)?;
+        let loaded = load(&paths, &provider, check_own)?;
         Ok(Arc::new(Material {
             paths,
             provider,
@@ -208,13 +229,17 @@ impl Material {
     /// Read the files again. On any problem the material in use stays and the error
     /// is returned; a new certificate must name the same identity as the old one.
     pub fn reload(&self) -> Result<(), String> {
-        let new = load(&self.paths, &self.provider)?;
+        let new = load(&self.paths, &self.provider, true)?;
         let old = self.current();
         if old.identity.is_some() && new.identity != old.identity {
             return Err(format!(
                 "the new certificate names {} but this process is {}",
-                new.identity.as_ref().map_or("nobody".into(), |i| i.to_string()),
-                old.identity.as_ref().map_or("nobody".into(), |i| i.to_string()),
+                new.identity
+                    .as_ref()
+                    .map_or("nobody".into(), |i| i.to_string()),
+                old.identity
+                    .as_ref()
+                    .map_or("nobody".into(), |i| i.to_string()),
             ));
         }
         *self.current.write() = Arc::new(new);
@@ -345,10 +370,13 @@ impl ServerCertVerifier for NodeServerVerifier {
             }
         }
         let name = ServerName::try_from(id.dns_name()).map_err(|e| other(e.to_string()))?;
-        self.material
-            .current()
-            .server_verifier
-            .verify_server_cert(end_entity, intermediates, &name, ocsp, now)
+        self.material.current().server_verifier.verify_server_cert(
+            end_entity,
+            intermediates,
+            &name,
+            ocsp,
+            now,
+        )
     }
 
     fn verify_tls12_signature(

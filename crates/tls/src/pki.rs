@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -60,7 +60,10 @@ pub fn init_ca(dir: &Path, cluster: &str, days: u32) -> Result<PathBuf, String> 
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "presenced");
-    dn.push(DnType::CommonName, format!("presenced cluster CA {cluster}"));
+    dn.push(
+        DnType::CommonName,
+        format!("presenced cluster CA {cluster}"),
+    );
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![
@@ -88,6 +91,26 @@ pub fn issue(
     who: &Identity,
     extra_names: &[String],
     days: u32,
+) -> Result<Issued, String> {
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::days(i64::from(days.max(1)));
+    issue_between(
+        ca_dir,
+        who,
+        extra_names,
+        (now - Duration::hours(1)).unix_timestamp(),
+        until.unix_timestamp(),
+    )
+}
+
+/// As [`issue`], valid between two Unix times (tests use it for expired and
+/// not-yet-valid certificates).
+pub fn issue_between(
+    ca_dir: &Path,
+    who: &Identity,
+    extra_names: &[String],
+    not_before: i64,
+    not_after: i64,
 ) -> Result<Issued, String> {
     let read = |name: &str| {
         let p = ca_dir.join(name);
@@ -127,7 +150,9 @@ pub fn issue(
     };
     p.use_authority_key_identifier_extension = true;
     p.serial_number = Some(serial());
-    validity(&mut p, days);
+    let at = |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|e| format!("validity: {e}"));
+    p.not_before = at(not_before)?;
+    p.not_after = at(not_after)?;
     let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
     let cert = p
         .signed_by(&key, &issuer)

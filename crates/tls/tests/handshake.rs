@@ -72,7 +72,12 @@ async fn nodes_of_one_ca_meet_and_everyone_else_is_refused() {
     ca(&ca_b, "b");
     let n1 = issue(&ca_a, Identity::Node(1), &t.path().join("n1"), "node");
     let n2 = issue(&ca_a, Identity::Node(2), &t.path().join("n2"), "node");
-    let op = issue(&ca_a, Identity::Operator("ops".into()), &t.path().join("op"), "operator");
+    let op = issue(
+        &ca_a,
+        Identity::Operator("ops".into()),
+        &t.path().join("op"),
+        "operator",
+    );
     let stranger = issue(&ca_b, Identity::Node(1), &t.path().join("x"), "node");
 
     let (addr, mut seen) = serve(&Transport::Mutual(n2.clone()), ClientAuth::Required).await;
@@ -101,7 +106,10 @@ async fn nodes_of_one_ca_meet_and_everyone_else_is_refused() {
     dial(Some(&ca_only), &admin, Expect::AnyNode).await.unwrap();
     assert_eq!(seen.recv().await.unwrap(), None);
     dial(Some(&op), &admin, Expect::AnyNode).await.unwrap();
-    assert_eq!(seen.recv().await.unwrap(), Some(Identity::Operator("ops".into())));
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        Some(Identity::Operator("ops".into()))
+    );
 
     // An operator certificate cannot serve as a node.
     let (addr_op, _) = serve(&Transport::Mutual(op.clone()), ClientAuth::Optional).await;
@@ -167,5 +175,9 @@ fn an_expired_or_foreign_certificate_is_refused_at_load() {
     pki::write_issued(&t.path().join("n"), "node", &i, Some(&trust)).unwrap();
     let e = Material::load(Paths::in_dir(&t.path().join("n"), "node")).unwrap_err();
     assert!(e.contains("not valid under the trust bundle"), "{e}");
-    assert!(pki::init_ca(&a, "a", 10).unwrap_err().contains("never overwritten"));
+    assert!(
+        pki::init_ca(&a, "a", 10)
+            .unwrap_err()
+            .contains("never overwritten")
+    );
 }

@@ -3,6 +3,7 @@
 
 mod errors;
 mod target;
+mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,22 +13,26 @@ use presenced_proto::admin::admin_client::AdminClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 pub use errors::{CliError, EXIT_FAILURE, EXIT_UNAVAILABLE, error_chain};
-pub use target::{Target, resolve};
+pub use target::{Target, resolve_with};
+pub use tls::{TlsFlags, resolve_tls};
 
 /// How long to wait for the TCP/HTTP2 connection to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Client side of the cluster secret: add it to every request.
+/// Client side of the cluster secret: add it to every request (when we have one; an
+/// operator certificate authenticates on its own).
 #[derive(Clone)]
-pub struct AddSecret(MetadataValue<Ascii>);
+pub struct AddSecret(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for AddSecret {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut().insert(SECRET_HEADER, self.0.clone());
+        if let Some(s) = &self.0 {
+            req.metadata_mut().insert(SECRET_HEADER, s.clone());
+        }
         Ok(req)
     }
 }
@@ -42,18 +47,25 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub async fn connect(target: &Target, timeout: Duration) -> Result<Conn, CliError> {
+    pub async fn connect(
+        target: &Target,
+        transport: &presenced_tls::Transport,
+        timeout: Duration,
+    ) -> Result<Conn, CliError> {
         let node = target.node.clone();
-        let secret: MetadataValue<Ascii> = target.secret.parse().map_err(|_| {
-            CliError::invalid("the cluster secret must be printable ASCII without spaces")
-        })?;
-        let endpoint = Endpoint::from_shared(format!("http://{node}"))
-            .map_err(|e| CliError::invalid(format!("bad node address {node:?}: {e}")))?
+        let secret: Option<MetadataValue<Ascii>> = match target.secret.as_str() {
+            "" => None,
+            s => Some(s.parse().map_err(|_| {
+                CliError::invalid("the cluster secret must be printable ASCII without spaces")
+            })?),
+        };
+        let endpoint = presenced_tls::endpoint(&node)
+            .map_err(CliError::invalid)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
         let channel = match tokio::time::timeout(
             CONNECT_TIMEOUT + Duration::from_millis(500),
-            endpoint.connect(),
+            transport.connect(&endpoint, presenced_tls::Expect::AnyNode),
         )
         .await
         {

@@ -17,10 +17,22 @@ pub struct Target {
 /// Work out the target from the flags (clap has already folded the environment
 /// variables `PRESENCECTL_NODE` and `PRESENCED_SECRET` into them) and, where they are
 /// silent, from a presenced node config file.
+#[cfg(test)]
 pub fn resolve(
     node: Option<&str>,
     secret: Option<&str>,
     config: Option<&Path>,
+) -> Result<Target, CliError> {
+    resolve_with(node, secret, config, false)
+}
+
+/// As [`resolve`]; with `secret_optional` (an operator certificate authenticates) a
+/// missing secret is left empty instead of being an error.
+pub fn resolve_with(
+    node: Option<&str>,
+    secret: Option<&str>,
+    config: Option<&Path>,
+    secret_optional: bool,
 ) -> Result<Target, CliError> {
     let table = config.map(load_config).transpose()?;
 
@@ -40,6 +52,12 @@ pub fn resolve(
                 (Some(t), Some(path)) => config_secret(t, path)?,
                 _ => None,
             };
+            if secret_optional && from_config.is_none() {
+                return Ok(Target {
+                    node,
+                    secret: String::new(),
+                });
+            }
             from_config.ok_or_else(|| {
                 CliError::invalid(
                     "no cluster secret: pass --secret, set PRESENCED_SECRET or --config FILE",

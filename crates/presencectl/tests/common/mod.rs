@@ -15,10 +15,29 @@ use presenced_proto::SECRET_HEADER;
 use presenced_proto::admin::admin_server::{Admin, AdminServer};
 use presenced_proto::admin::*;
 use serde_json::Value;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 pub const SECRET: &str = "fake-secret-0123456789";
+
+/// The fake speaks TLS as a real node does, with a certificate of node 1 of a CA made
+/// once per test process; every presencectl run trusts that CA (`PRESENCECTL_CA`).
+fn pki() -> &'static PathBuf {
+    static PKI: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        use presenced_tls::{Identity, pki};
+        let dir = std::env::temp_dir().join(format!("presencectl-it-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        pki::init_ca(&dir.join("ca"), "fake", 2).expect("CA");
+        let trust = std::fs::read_to_string(dir.join("ca").join(pki::CA_CERT)).expect("CA");
+        let i = pki::issue(&dir.join("ca"), &Identity::Node(1), &[], 2).expect("issue");
+        pki::write_issued(&dir.join("node"), "node", &i, Some(&trust)).expect("write");
+        dir
+    })
+}
+
+pub fn ca_file() -> PathBuf {
+    pki().join("ca").join(presenced_tls::pki::CA_CERT)
+}
 
 #[derive(Default)]
 pub struct Recorded {
@@ -325,10 +344,18 @@ pub struct Server {
 pub fn serve(fake: Fake) -> Server {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let rec = fake.rec.clone();
-    let incoming = rt
-        .block_on(async { TcpIncoming::bind("127.0.0.1:0".parse().unwrap()) })
+    let material =
+        presenced_tls::Material::load(presenced_tls::Paths::in_dir(&pki().join("node"), "node"))
+            .expect("TLS material");
+    let transport = presenced_tls::Transport::Mutual(material);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
-    let addr = incoming.local_addr().expect("local addr");
+    let addr = listener.local_addr().expect("local addr");
+    let incoming = {
+        let _g = rt.enter();
+        transport.incoming(listener, presenced_tls::ClientAuth::Optional, "fake")
+    };
     let check = |req: Request<()>| -> Result<Request<()>, Status> {
         match req.metadata().get(SECRET_HEADER) {
             Some(v) if v.as_bytes() == SECRET.as_bytes() => Ok(req),
@@ -361,6 +388,10 @@ pub fn ctl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_presencectl"));
     c.env_remove("PRESENCECTL_NODE")
         .env_remove("PRESENCED_SECRET")
+        .env_remove("PRESENCECTL_CERT")
+        .env_remove("PRESENCECTL_KEY")
+        .env_remove("PRESENCECTL_PLAINTEXT")
+        .env("PRESENCECTL_CA", ca_file())
         .stdin(Stdio::null());
     c
 }
