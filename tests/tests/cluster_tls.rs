@@ -59,13 +59,24 @@ fn chat_over_taps(extra: &str) -> (Vec<u8>, Vec<u8>) {
     (wire, admin_tap.captured())
 }
 
+/// How the secret travels in a plain-text HTTP/2 header: HPACK Huffman-coded (the
+/// last byte, which may hold padding, left out).
+fn hpack_huffman(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    httlib_huffman::encode(s.as_bytes(), &mut out).unwrap();
+    out.pop();
+    out
+}
+
 #[test]
 fn a_capture_between_nodes_holds_no_stanza_status_or_secret() {
-    let secrets = [
+    let secret_h2 = hpack_huffman(SECRET);
+    let secrets: [&[u8]; 7] = [
         STATUS.as_bytes(),
         BODY.as_bytes(),
         REPLY.as_bytes(),
         SECRET.as_bytes(),
+        &secret_h2,
         ADMIN_PW.as_bytes(),
         b"alice@example.test",
     ];
@@ -94,13 +105,20 @@ fn a_capture_between_nodes_holds_no_stanza_status_or_secret() {
     // The control: the same run in the explicit plain-text mode shows all of it, so
     // the taps do see what a capture would.
     let (wire, admin) = chat_over_taps("[cluster_tls]\nmode = \"plaintext\"\n");
-    for s in [STATUS, BODY, REPLY, SECRET] {
+    for s in [
+        STATUS.as_bytes(),
+        BODY.as_bytes(),
+        REPLY.as_bytes(),
+        &secret_h2,
+    ] {
+        let s_txt = String::from_utf8_lossy(s);
         assert!(
-            contains(&wire, s.as_bytes()),
-            "plain text: {s} not seen on the tap"
+            contains(&wire, s),
+            "plain text: {s_txt} not seen on the tap"
         );
     }
     assert!(contains(&admin, ADMIN_PW.as_bytes()));
+    assert!(contains(&admin, &secret_h2));
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -187,7 +205,16 @@ fn peers_without_a_certificate_of_this_cluster_for_the_node_they_claim_are_refus
         .unwrap(),
     );
     let operator = material(&c.pki.operator_dir("ops"), "operator");
-    let other_cluster = material(&foreign.join("n2"), "node");
+    // Another cluster's node that trusts ours (so it is the server that refuses), and
+    // one of another cluster altogether.
+    let other_cluster = Transport::Mutual(
+        Material::load_unchecked(Paths {
+            ca: c.pki.ca_file(),
+            cert: Some((foreign.join("n2/node.pem"), foreign.join("n2/node.key"))),
+        })
+        .unwrap(),
+    );
+    let other_altogether = material(&foreign.join("n2"), "node");
     let rt = rt();
     for i in 0..3 {
         let id = c.nodes[i].id;
@@ -196,6 +223,7 @@ fn peers_without_a_certificate_of_this_cluster_for_the_node_they_claim_are_refus
                 ("plain text", &Transport::Plaintext),
                 ("no certificate", &no_cert),
                 ("another cluster's certificate", &other_cluster),
+                ("another cluster altogether", &other_altogether),
                 ("an expired certificate", &expired),
             ] {
                 let r = node_status(&c, i, t, id).await;
@@ -354,6 +382,8 @@ fn a_node_certificate_and_then_the_ca_roll_while_clients_chat() {
     c.ctl(0, &["roster", "add", "alice", "bob"]).ok();
     let mut alice = Agent::login(&c, 0, "alice", "a", PW);
     let mut bob = Agent::login(&c, 1, "bob", "b", PW);
+    alice.available();
+    bob.available();
     let mut n = 0;
     let mut chat = |alice: &mut Agent, bob: &mut Agent| {
         for _ in 0..5 {
@@ -442,8 +472,25 @@ fn a_node_certificate_and_then_the_ca_roll_while_clients_chat() {
     c.kill(2);
     c.start_node(2);
     c.wait_healthy(2, Duration::from_secs(30));
-    c.ctl(2, &["settings", "set", "max_contact_list_size", "321"])
-        .ok();
+    // The operator's presencectl trusts the new CA now too.
+    let mut ctl = c.ctl_runner();
+    ctl.tls_args = vec![
+        "--ca".into(),
+        new_ca.join(pki::CA_CERT).display().to_string(),
+    ];
+    let addr = c.nodes[2].admin_addr();
+    ctl.run(
+        &addr,
+        SECRET,
+        &["settings", "set", "max_contact_list_size", "321"],
+    )
+    .ok();
+    let old = c.ctl(2, &["settings", "show"]);
+    assert_eq!(
+        old.code, 5,
+        "a presencectl trusting only the old CA got through"
+    );
+    assert!(old.stderr.contains("UnknownIssuer"), "{}", old.stderr);
     let rt = rt();
     rt.block_on(async {
         let stale = c.peer_transport(7); // issued by the old CA

@@ -37,7 +37,12 @@ pub enum CertCmd {
 #[derive(Args, Debug)]
 pub struct IssueArgs {
     /// The node_id the certificate is for
-    #[arg(required_unless_present = "operator", conflicts_with = "operator")]
+    #[arg(
+        id = "node_id",
+        value_name = "ID",
+        required_unless_present = "operator",
+        conflicts_with = "operator"
+    )]
     node: Option<u64>,
     /// Issue an operator certificate for NAME instead (a-z, 0-9, '-')
     #[arg(long, value_name = "NAME")]
