@@ -66,10 +66,16 @@ fn crate_graph_is_the_documented_one() {
         ("presenced-model", &[]),
         ("presenced-storage", &[]),
         ("presenced-proto", &[]),
+        ("presenced-tls", &[]),
         ("presenced-policy", &["presenced-model"]),
         (
             "presenced-cluster",
-            &["presenced-model", "presenced-proto", "presenced-storage"],
+            &[
+                "presenced-model",
+                "presenced-proto",
+                "presenced-storage",
+                "presenced-tls",
+            ],
         ),
         (
             "presenced-router",
@@ -78,6 +84,7 @@ fn crate_graph_is_the_documented_one() {
                 "presenced-model",
                 "presenced-policy",
                 "presenced-proto",
+                "presenced-tls",
             ],
         ),
         ("presenced-xmpp", &["presenced-router"]),

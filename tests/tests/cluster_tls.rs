@@ -252,6 +252,66 @@ fn peers_without_a_certificate_of_this_cluster_for_the_node_they_claim_are_refus
         assert!(refusals(&c, i, "rpc", "not_a_node") >= 1.0);
     }
 
+    // An operator certificate is enough for presencectl, with no secret at all; an
+    // operator certificate of another cluster is refused.
+    let op = c.pki.operator_dir("ops");
+    let run = |cert_dir: &std::path::Path| {
+        Command::new(c.bin("presencectl"))
+            .args([
+                "--node",
+                &c.nodes[1].admin_addr(),
+                "--json",
+                "cluster",
+                "status",
+            ])
+            .arg("--ca")
+            .arg(c.pki.ca_file())
+            .arg("--cert")
+            .arg(cert_dir.join(pki::OPERATOR_CERT))
+            .arg("--key")
+            .arg(cert_dir.join(pki::OPERATOR_KEY))
+            .env_remove("PRESENCED_SECRET")
+            .output()
+            .unwrap()
+    };
+    let o = run(&op);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let i = pki::issue(
+        &foreign.join("ca"),
+        &Identity::Operator("ops".into()),
+        &[],
+        30,
+    )
+    .unwrap();
+    pki::write_issued(&foreign.join("op"), "operator", &i, Some(&ours)).unwrap();
+    // presencectl itself will not present it ...
+    let o = run(&foreign.join("op"));
+    assert!(!o.status.success(), "another cluster's operator got in");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not valid under the trust bundle"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // ... and the node refuses it when presented anyway.
+    let forged = Transport::Mutual(
+        Material::load_unchecked(Paths::in_dir(&foreign.join("op"), "operator")).unwrap(),
+    );
+    rt.block_on(async {
+        use presenced_proto::admin::Empty;
+        use presenced_proto::admin::admin_client::AdminClient;
+        let ep = presenced_tls::endpoint(&c.nodes[1].admin_addr()).unwrap();
+        let r = match forged.connect(&ep, Expect::AnyNode).await {
+            Err(_) => Err(()),
+            Ok(ch) => AdminClient::new(ch)
+                .settings_show(Empty {})
+                .await
+                .map(|_| ())
+                .map_err(|_| ()),
+        };
+        assert!(r.is_err(), "a forged operator certificate was let in");
+    });
+    assert!(refusals(&c, 1, "admin", "unknown_ca") >= 1.0);
+
     // A valid certificate of node 9 cannot speak for node 2: a vote, an append and a
     // peer link that claim node 2 are refused.
     rt.block_on(async {
@@ -497,4 +557,57 @@ fn a_node_certificate_and_then_the_ca_roll_while_clients_chat() {
         assert!(node_status(&c, 0, &stale, 1).await.is_err());
     });
     chat(&mut alice, &mut bob);
+}
+
+#[test]
+fn a_single_node_generates_its_material_and_plain_text_is_warned_about() {
+    // `generate = true` (the single-node config): the node makes a CA, its own and an
+    // operator certificate at first start; presencectl --config then just works.
+    let c = Cluster::spawn(
+        1,
+        Opts {
+            extra: "[cluster_tls]\ngenerate = true\ndir = \"gen-tls\"\n".into(),
+            ..Opts::default()
+        },
+    );
+    let dir = c.nodes[0].config.parent().unwrap().join("gen-tls");
+    for f in [
+        "ca/ca.pem",
+        "ca/ca.key",
+        "node.pem",
+        "node.key",
+        "ca.pem",
+        "operator.pem",
+    ] {
+        assert!(dir.join(f).exists(), "{f} not generated");
+    }
+    let ctl = |args: &[&str]| {
+        Command::new(c.bin("presencectl"))
+            .arg("--config")
+            .arg(&c.nodes[0].config)
+            .args(args)
+            .env_remove("PRESENCECTL_NODE")
+            .env_remove("PRESENCED_SECRET")
+            .env_remove("PRESENCECTL_CA")
+            .output()
+            .unwrap()
+    };
+    let o = ctl(&["cluster", "init"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    c.wait_healthy(0, Duration::from_secs(20));
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
+    assert!(log.contains("created a cluster CA"), "{log}");
+    assert!(!log.contains("WITHOUT TLS"));
+
+    // The explicit plain-text mode starts, and says so.
+    let p = Cluster::spawn(
+        1,
+        Opts {
+            extra: "[cluster_tls]\nmode = \"plaintext\"\n".into(),
+            ..Opts::default()
+        },
+    );
+    p.ctl(0, &["cluster", "init"]).ok();
+    let log = std::fs::read_to_string(&p.nodes[0].log).unwrap();
+    assert!(log.contains("WITHOUT TLS"), "{log}");
 }

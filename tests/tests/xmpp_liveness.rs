@@ -91,6 +91,7 @@ fn a_peer_that_falls_silent_is_declared_dead_and_its_sessions_go_unavailable() {
     let mut alice = Agent::login(&c, 0, "alice", "a", PW);
     alice.available();
     let addr = c.nodes[0].cluster_addr();
+    let (node1, transport) = (c.nodes[0].id, c.peer_transport(9));
     let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
     let peer = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -100,9 +101,9 @@ fn a_peer_that_falls_silent_is_declared_dead_and_its_sessions_go_unavailable() {
         rt.block_on(async move {
             use presenced_proto::router::Frame;
             use presenced_proto::router::peer_client::PeerClient;
-            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
+            let ep = presenced_tls::endpoint(&addr).unwrap();
+            let ch = transport
+                .connect(&ep, presenced_tls::Expect::Node(node1))
                 .await
                 .unwrap();
             let mut client = PeerClient::with_interceptor(ch, |mut r: tonic::Request<()>| {
