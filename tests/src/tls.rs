@@ -94,3 +94,47 @@ impl Ctl {
         }
     }
 }
+
+/// A current-thread runtime for a test's async calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// One NodeStatus call to node `i`'s cluster port as `t`, expecting node `expect`
+/// there (with the secret): `Err` with the reason when the connection or the call is
+/// refused.
+pub async fn node_status(
+    c: &crate::Cluster,
+    i: usize,
+    t: &Transport,
+    expect: u64,
+) -> Result<(), String> {
+    use presenced_proto::raft::NodeStatusRequest;
+    use presenced_proto::raft::cluster_client::ClusterClient;
+    let ep = presenced_tls::endpoint(&c.nodes[i].cluster_addr()).expect("endpoint");
+    let ch = t
+        .connect(&ep, presenced_tls::Expect::Node(expect))
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let mut cl = ClusterClient::with_interceptor(ch, crate::with_secret);
+    cl.node_status(NodeStatusRequest {})
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// The sum of the Prometheus samples of `name` that carry all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,12 +1,13 @@
 //! Mutual TLS between the nodes, with real node processes: what a capture of the wire
-//! between them holds, who is refused (no certificate, another cluster's, an expired
-//! one, an operator's, a valid one speaking for another node), and the rotation of a
-//! node certificate and of the CA while clients keep chatting.
+//! between them holds, and who is refused (no certificate, another cluster's, an
+//! expired one, an operator's, a valid one speaking for another node). Rotation is in
+//! `tls_rotation.rs`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use presenced_e2e::tap::{Tap, contains};
+use presenced_e2e::tls::{metric_sum, node_status, runtime};
 use presenced_e2e::xmpp::{Agent, jid};
 use presenced_e2e::{Cluster, Opts, SECRET, free_ports};
 use presenced_tls::{Expect, Identity, Material, Paths, Transport, pki};
@@ -121,49 +122,12 @@ fn a_capture_between_nodes_holds_no_stanza_status_or_secret() {
     assert!(contains(&admin, &secret_h2));
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// One NodeStatus call to node `i`'s cluster port as `transport` (with the secret):
-/// `Err` with the reason when the connection or the call is refused.
-async fn node_status(c: &Cluster, i: usize, t: &Transport, expect: u64) -> Result<(), String> {
-    use presenced_proto::raft::NodeStatusRequest;
-    use presenced_proto::raft::cluster_client::ClusterClient;
-    let ep = presenced_tls::endpoint(&c.nodes[i].cluster_addr()).unwrap();
-    let ch = t
-        .connect(&ep, Expect::Node(expect))
-        .await
-        .map_err(|e| format!("connect: {e:?}"))?;
-    let mut cl = ClusterClient::with_interceptor(ch, presenced_e2e::with_secret);
-    cl.node_status(NodeStatusRequest {})
-        .await
-        .map(|_| ())
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
-}
-
 fn material(dir: &std::path::Path, stem: &str) -> Transport {
     Transport::Mutual(Material::load(Paths::in_dir(dir, stem)).expect("material"))
 }
 
-/// The sum of the samples of `name` that carry all of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn refusals(c: &Cluster, i: usize, listener: &str, reason: &str) -> f64 {
-    sample(
+    metric_sum(
         &c.metrics(i),
         "presenced_tls_refused_total",
         &[("listener", listener), ("reason", reason)],
@@ -215,7 +179,7 @@ fn peers_without_a_certificate_of_this_cluster_for_the_node_they_claim_are_refus
         .unwrap(),
     );
     let other_altogether = material(&foreign.join("n2"), "node");
-    let rt = rt();
+    let rt = runtime();
     for i in 0..3 {
         let id = c.nodes[i].id;
         rt.block_on(async {
@@ -406,157 +370,6 @@ fn peers_without_a_certificate_of_this_cluster_for_the_node_they_claim_are_refus
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-fn ctl_cert(c: &Cluster, args: &[&str]) {
-    let o = Command::new(c.bin("presencectl"))
-        .arg("cert")
-        .args(args)
-        .output()
-        .expect("presencectl cert");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn reloads(c: &Cluster, i: usize) -> f64 {
-    sample(
-        &c.metrics(i),
-        "presenced_tls_reloads_total",
-        &[("outcome", "ok")],
-    )
-}
-
-/// SIGHUP node `i` and wait until it reloaded.
-fn reload(c: &Cluster, i: usize) {
-    let before = reloads(c, i);
-    c.signal(i, "HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while reloads(c, i) <= before {
-        assert!(Instant::now() < deadline, "node {} did not reload", i + 1);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[test]
-fn a_node_certificate_and_then_the_ca_roll_while_clients_chat() {
-    let mut c = Cluster::with_users(&["alice", "bob"], PW, "");
-    c.ctl(0, &["roster", "add", "alice", "bob"]).ok();
-    let mut alice = Agent::login(&c, 0, "alice", "a", PW);
-    let mut bob = Agent::login(&c, 1, "bob", "b", PW);
-    alice.available();
-    bob.available();
-    let mut n = 0;
-    let mut chat = |alice: &mut Agent, bob: &mut Agent| {
-        for _ in 0..5 {
-            n += 1;
-            let body = format!("m{n}");
-            alice.chat(&jid("bob"), &body);
-            bob.expect_body(&body, T);
-        }
-    };
-    chat(&mut alice, &mut bob);
-    let ca = c.pki.ca_dir();
-    let dir = |id: u64| c.pki.node_dir(id).display().to_string();
-
-    // 1. Node 2 gets a new certificate of the same CA.
-    ctl_cert(
-        &c,
-        &[
-            "issue",
-            "2",
-            "--ca-dir",
-            &ca.display().to_string(),
-            "--out",
-            &dir(2),
-        ],
-    );
-    reload(&c, 1);
-    chat(&mut alice, &mut bob);
-
-    // 2. The CA rolls: a new one, trusted beside the old one on every node ...
-    let new_ca = c.dir.path().join("new-ca");
-    ctl_cert(&c, &["init-ca", "--dir", &new_ca.display().to_string()]);
-    let bundle = c.dir.path().join("bundle.pem");
-    let old_pem = std::fs::read_to_string(c.pki.ca_file()).unwrap();
-    let new_pem = std::fs::read_to_string(new_ca.join(pki::CA_CERT)).unwrap();
-    std::fs::write(&bundle, format!("{old_pem}{new_pem}")).unwrap();
-    for i in 0..3 {
-        pki::write_file(
-            &c.pki.node_dir(i as u64 + 1).join(pki::CA_CERT),
-            std::fs::read(&bundle).unwrap().as_slice(),
-            false,
-        )
-        .unwrap();
-        reload(&c, i);
-        chat(&mut alice, &mut bob);
-    }
-    // ... every node re-issued by the new CA, one at a time ...
-    for i in 0..3 {
-        let id = (i + 1).to_string();
-        ctl_cert(
-            &c,
-            &[
-                "issue",
-                &id,
-                "--ca-dir",
-                &new_ca.display().to_string(),
-                "--out",
-                &dir(i as u64 + 1),
-                "--trust",
-                &bundle.display().to_string(),
-            ],
-        );
-        reload(&c, i);
-        chat(&mut alice, &mut bob);
-    }
-    // ... and the old CA dropped.
-    for i in 0..3 {
-        pki::write_file(
-            &c.pki.node_dir(i as u64 + 1).join(pki::CA_CERT),
-            new_pem.as_bytes(),
-            false,
-        )
-        .unwrap();
-        reload(&c, i);
-        chat(&mut alice, &mut bob);
-    }
-    // Nobody reconnected, nothing was lost (every message above arrived, in order).
-    alice.expect_none("a disconnect", Duration::from_millis(200), |e| {
-        e["ev"] == "disconnected"
-    });
-    bob.expect_none("a disconnect", Duration::from_millis(200), |e| {
-        e["ev"] == "disconnected"
-    });
-
-    // Fresh connections use the new material: node 3 restarts and rejoins, a write
-    // through it commits; a certificate of the old CA is now refused.
-    c.kill(2);
-    c.start_node(2);
-    c.wait_healthy(2, Duration::from_secs(30));
-    // The operator's presencectl trusts the new CA now too.
-    let mut ctl = c.ctl_runner();
-    ctl.tls_args = vec![
-        "--ca".into(),
-        new_ca.join(pki::CA_CERT).display().to_string(),
-    ];
-    let addr = c.nodes[2].admin_addr();
-    ctl.run(
-        &addr,
-        SECRET,
-        &["settings", "set", "max_contact_list_size", "321"],
-    )
-    .ok();
-    let old = c.ctl(2, &["settings", "show"]);
-    assert_eq!(
-        old.code, 5,
-        "a presencectl trusting only the old CA got through"
-    );
-    assert!(old.stderr.contains("UnknownIssuer"), "{}", old.stderr);
-    let rt = rt();
-    rt.block_on(async {
-        let stale = c.peer_transport(7); // issued by the old CA
-        assert!(node_status(&c, 0, &stale, 1).await.is_err());
-    });
-    chat(&mut alice, &mut bob);
 }
 
 #[test]

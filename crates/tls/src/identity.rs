@@ -57,14 +57,14 @@ impl Identity {
             .ok_or("the certificate has no subjectAltName")?;
         let mut found: Option<Identity> = None;
         for n in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
-                if let Some(id) = Identity::from_dns_name(d) {
-                    let id = id?;
-                    if found.as_ref().is_some_and(|f| *f != id) {
-                        return Err("the certificate names more than one identity".into());
-                    }
-                    found = Some(id);
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n
+                && let Some(id) = Identity::from_dns_name(d)
+            {
+                let id = id?;
+                if found.as_ref().is_some_and(|f| *f != id) {
+                    return Err("the certificate names more than one identity".into());
                 }
+                found = Some(id);
             }
         }
         found.ok_or_else(|| "the certificate names no presenced node or operator".into())

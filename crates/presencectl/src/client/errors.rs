@@ -63,6 +63,30 @@ impl CliError {
         )
     }
 
+    /// The connection failed: a TLS refusal either way is an authentication failure
+    /// (exit 6), anything else means the node cannot be reached (exit 5).
+    pub fn connect_failed(node: &str, chain: String) -> Self {
+        let tls = [
+            "certificate",
+            "Certificate",
+            "UnknownIssuer",
+            "received fatal alert",
+        ]
+        .iter()
+        .any(|k| chain.contains(k));
+        if tls {
+            return Self::new(
+                EXIT_UNAUTHENTICATED,
+                "TLS",
+                format!(
+                    "TLS with node {node} failed: {chain} (the node must hold a certificate of the CA \
+                     given with --ca; an operator certificate must be of that CA too)"
+                ),
+            );
+        }
+        Self::unreachable(node, chain)
+    }
+
     /// A gRPC status returned by (or on the way to) `node`.
     pub fn from_status(status: &Status, node: &str) -> Self {
         let code = status.code();

@@ -70,7 +70,7 @@ impl Conn {
         .await
         {
             Ok(Ok(ch)) => ch,
-            Ok(Err(e)) => return Err(CliError::unreachable(&node, error_chain(&e))),
+            Ok(Err(e)) => return Err(CliError::connect_failed(&node, error_chain(&e))),
             Err(_) => return Err(CliError::unreachable(&node, "connection timed out")),
         };
         let client = AdminClient::with_interceptor(channel, AddSecret(secret))
