@@ -105,21 +105,23 @@ impl AsyncWrite for ClientConn {
     }
 }
 
-/// The tonic connector (`Endpoint::connect_with_connector`). Refusals are logged at
-/// most once per 10 s per connector, since callers retry every few hundred ms.
+/// The tonic connector (`Endpoint::connect_with_connector`). Refusals are counted
+/// every time but logged at most once per 10 s per address, since callers retry every
+/// few hundred ms.
 #[derive(Clone)]
 pub struct Connector {
     tls: Option<Arc<ClientConfig>>,
     expect: Expect,
-    last_warn: Arc<Mutex<Option<Instant>>>,
 }
+
+/// When a refusal was last logged, per address.
+static LAST_WARN: Mutex<Option<std::collections::HashMap<String, Instant>>> = Mutex::new(None);
 
 impl Connector {
     pub fn new(material: Option<&Arc<Material>>, expect: Expect) -> Connector {
         Connector {
             tls: material.map(|m| client_config(m, expect)),
             expect,
-            last_warn: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -136,9 +138,13 @@ impl Connector {
         let reason = crate::server::refusal_reason(e);
         metrics::counter!("presenced_tls_refused_total", "listener" => "outbound", "reason" => reason)
             .increment(1);
-        let mut last = self.last_warn.lock();
-        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-            *last = Some(Instant::now());
+        let mut last = LAST_WARN.lock();
+        let last = last.get_or_insert_with(Default::default);
+        if last
+            .get(addr)
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            last.insert(addr.to_string(), Instant::now());
             tracing::warn!(%addr, expect = ?self.expect, reason, "TLS handshake with a node failed: {e}");
         }
     }

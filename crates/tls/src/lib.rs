@@ -142,6 +142,7 @@ pub fn check_claim(info: Option<&PeerInfo>, claimed: u64) -> Result<(), Status> 
 pub fn spawn_reloader(material: Arc<Material>, every: Duration) {
     publish(&material);
     tokio::spawn(async move {
+        let mut warned: Option<std::time::Instant> = None;
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup()).ok();
         loop {
@@ -150,7 +151,17 @@ pub fn spawn_reloader(material: Arc<Material>, every: Duration) {
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
             if !by_signal && !material.changed_on_disk() {
-                publish(&material);
+                let left = publish(&material);
+                // Say so once a day from 30 days before the certificate expires.
+                if left.is_some_and(|s| s < 30 * 86_400)
+                    && warned.is_none_or(|t| t.elapsed() > Duration::from_secs(86_400))
+                {
+                    warned = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        days_left = left.unwrap_or(0) / 86_400,
+                        "this node's cluster certificate expires soon: issue a new one (docs/tls.md)"
+                    );
+                }
                 continue;
             }
             match material.reload() {
@@ -180,14 +191,14 @@ pub fn spawn_reloader(material: Arc<Material>, every: Duration) {
 }
 
 /// Gauges an operator alerts on: seconds until this node's certificate expires, and
-/// the size of the trust bundle (2 while a CA is being rolled).
-fn publish(m: &Material) {
+/// the size of the trust bundle (2 while a CA is being rolled). Returns the seconds.
+fn publish(m: &Material) -> Option<i64> {
     let cur = m.current();
-    if let Some(t) = cur.not_after {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        metrics::gauge!("presenced_tls_cert_expires_in_seconds").set((t - now) as f64);
-    }
     metrics::gauge!("presenced_tls_trusted_cas").set(cur.trusted_cas as f64);
+    let t = cur.not_after?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    metrics::gauge!("presenced_tls_cert_expires_in_seconds").set((t - now) as f64);
+    Some(t - now)
 }
