@@ -89,7 +89,8 @@ pub struct Cli {
     key: Option<PathBuf>,
 
     /// No TLS: only for a cluster running cluster_tls.mode = "plaintext"
-    #[arg(long, global = true, env = "PRESENCECTL_PLAINTEXT")]
+    #[arg(long, global = true, env = "PRESENCECTL_PLAINTEXT",
+          value_parser = clap::builder::BoolishValueParser::new())]
     plaintext: bool,
 
     /// Print one JSON document on stdout instead of tables
