@@ -13,7 +13,6 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -50,60 +49,7 @@ pub fn client_config(material: &Arc<Material>, expect: Expect) -> Arc<ClientConf
 }
 
 /// A connection this process opened.
-pub enum ClientConn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            ClientConn::Plain($s) => {
-                let $s = Pin::new($s);
-                $e
-            }
-            ClientConn::Tls($s) => {
-                let $s = Pin::new($s.as_mut());
-                $e
-            }
-        }
-    };
-}
-
-impl AsyncRead for ClientConn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for ClientConn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        delegate!(self, s => s.poll_write(cx, b))
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        b: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => s.poll_write_vectored(cx, b))
-    }
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientConn::Plain(s) => s.is_write_vectored(),
-            ClientConn::Tls(s) => s.is_write_vectored(),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_flush(cx))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_shutdown(cx))
-    }
-}
+pub type ClientConn = crate::io::MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// The tonic connector (`Endpoint::connect_with_connector`). Refusals are counted
 /// every time but logged at most once per 10 s per address, since callers retry every

@@ -15,6 +15,7 @@
 
 mod client;
 mod identity;
+mod io;
 mod material;
 pub mod pki;
 mod server;
@@ -28,6 +29,7 @@ use tonic::{Request, Status};
 
 pub use client::{ClientConn, Connector, Expect, client_config};
 pub use identity::{Identity, check_operator_name};
+pub use io::MaybeTls;
 pub use material::{Loaded, Material, Paths};
 pub use server::{ClientAuth, Conn, PeerInfo, incoming, refusal_reason, server_config};
 

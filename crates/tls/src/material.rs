@@ -277,6 +277,38 @@ fn other(msg: String) -> rustls::Error {
     )))
 }
 
+/// The handshake-signature half of a verifier is the provider's, for both kinds.
+macro_rules! provider_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algs = &self.material.provider().signature_verification_algorithms;
+            rustls::crypto::verify_tls12_signature(m, c, d, algs)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algs = &self.material.provider().signature_verification_algorithms;
+            rustls::crypto::verify_tls13_signature(m, c, d, algs)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.material
+                .provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
 /// Verifies a client's certificate against the current bundle and that it names a
 /// node or an operator; `mandatory` refuses a client without one.
 #[derive(Debug)]
@@ -311,32 +343,7 @@ impl ClientCertVerifier for PeerClientVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.material.provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(m, c, d, algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.material.provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(m, c, d, algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.material
-            .provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    provider_signatures!();
 }
 
 /// Verifies that the server is a node of this cluster: its certificate chains to the
@@ -379,30 +386,5 @@ impl ServerCertVerifier for NodeServerVerifier {
         )
     }
 
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.material.provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(m, c, d, algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.material.provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(m, c, d, algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.material
-            .provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    provider_signatures!();
 }

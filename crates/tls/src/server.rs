@@ -45,34 +45,17 @@ pub struct PeerInfo {
     pub tls: bool,
 }
 
-/// An accepted connection, plain or TLS.
-pub enum Conn {
-    Plain(TcpStream, PeerInfo),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, PeerInfo),
+/// An accepted connection, plain or TLS, with who is at the other end.
+pub struct Conn {
+    pub io: crate::io::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>,
+    pub info: PeerInfo,
 }
 
 impl tonic::transport::server::Connected for Conn {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> PeerInfo {
-        match self {
-            Conn::Plain(_, p) | Conn::Tls(_, p) => p.clone(),
-        }
+        self.info.clone()
     }
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            Conn::Plain($s, _) => {
-                let $s = Pin::new($s);
-                $e
-            }
-            Conn::Tls($s, _) => {
-                let $s = Pin::new($s.as_mut());
-                $e
-            }
-        }
-    };
 }
 
 impl AsyncRead for Conn {
@@ -81,32 +64,29 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_read(cx, buf))
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        delegate!(self, s => s.poll_write(cx, b))
+        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         b: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => s.poll_write_vectored(cx, b))
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, b)
     }
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s, _) => s.is_write_vectored(),
-            Conn::Tls(s, _) => s.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_flush(cx))
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_shutdown(cx))
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -188,7 +168,8 @@ pub fn incoming(
                     identity: None,
                     tls: false,
                 };
-                if tx.send(Ok(Conn::Plain(tcp, info))).await.is_err() {
+                let io = crate::io::MaybeTls::Plain(tcp);
+                if tx.send(Ok(Conn { io, info })).await.is_err() {
                     return;
                 }
                 continue;
@@ -215,7 +196,8 @@ pub fn incoming(
                     identity,
                     tls: true,
                 };
-                let _ = tx.send(Ok(Conn::Tls(Box::new(stream), info))).await;
+                let io = crate::io::MaybeTls::Tls(Box::new(stream));
+                let _ = tx.send(Ok(Conn { io, info })).await;
             });
         }
     });

@@ -31,11 +31,7 @@ async fn serve(
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         while let Some(Ok(c)) = inc.next().await {
-            let id = match &c {
-                presenced_tls::Conn::Tls(_, p) | presenced_tls::Conn::Plain(_, p) => {
-                    p.identity.clone()
-                }
-            };
+            let id = c.info.identity.clone();
             let _ = tx.send(id).await;
             tokio::spawn(async move {
                 let mut c = c;
