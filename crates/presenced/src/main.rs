@@ -112,6 +112,10 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
 
+    // Peers are dialled from this node's cluster address (unless it listens on all).
+    if !cfg.listen.cluster.ip().is_unspecified() {
+        presenced_tls::set_outbound_source(cfg.listen.cluster.ip());
+    }
     let transport = cfg
         .cluster_tls
         .transport(cfg.node_id, &cfg.domain, &cfg.advertise())?;

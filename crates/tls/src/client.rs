@@ -60,6 +60,38 @@ pub struct Connector {
     expect: Expect,
 }
 
+/// The source address of this process's outgoing connections, when set: a node
+/// dials its peers from its own cluster address, so a firewall (or a partition made
+/// by a chaos test) can tell the nodes apart even when they share a host.
+static SOURCE: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Set the source address for outgoing connections (once, at start).
+pub fn set_outbound_source(ip: std::net::IpAddr) {
+    let _ = SOURCE.set(ip);
+}
+
+async fn dial(addr: &str) -> io::Result<TcpStream> {
+    let Some(src) = SOURCE.get() else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
+    for to in tokio::net::lookup_host(addr).await? {
+        let sock = if to.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if to.is_ipv4() == src.is_ipv4() {
+            sock.bind(std::net::SocketAddr::new(*src, 0))?;
+        }
+        match sock.connect(to).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// When a refusal was last logged, per address.
 static LAST_WARN: Mutex<Option<std::collections::HashMap<String, Instant>>> = Mutex::new(None);
 
@@ -112,7 +144,7 @@ impl tower_service::Service<http::Uri> for Connector {
         Box::pin(async move {
             let auth = uri.authority().ok_or("the address has no host:port")?;
             let addr = auth.as_str().to_string();
-            let tcp = TcpStream::connect(&addr).await?;
+            let tcp = dial(&addr).await?;
             let _ = tcp.set_nodelay(true);
             let Some(cfg) = me.tls.clone() else {
                 return Ok(TokioIo::new(ClientConn::Plain(tcp)));

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-pub use client::{ClientConn, Connector, Expect, client_config};
+pub use client::{ClientConn, Connector, Expect, client_config, set_outbound_source};
 pub use identity::{Identity, check_operator_name};
 pub use io::MaybeTls;
 pub use material::{Loaded, Material, Paths};

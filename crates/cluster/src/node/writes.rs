@@ -10,6 +10,7 @@ use presenced_proto::raft::cluster_client::ClusterClient;
 use tracing::Instrument;
 
 use crate::NodeId;
+use super::NOT_LEADER;
 use crate::network::channel;
 
 use super::{ClusterError, ClusterNode, PeerClient};
@@ -246,6 +247,10 @@ impl ClusterNode {
 pub(super) fn status_to_error(s: tonic::Status) -> ClusterError {
     let m = s.message().to_string();
     match s.code() {
+        // The node we forwarded to stopped leading before it proposed anything (the
+        // batcher answers so only then): ask the new leader. Found by scripts/chaos,
+        // where it reached a client as "not the leader".
+        tonic::Code::FailedPrecondition if m == NOT_LEADER => ClusterError::NotLeader,
         tonic::Code::InvalidArgument => ClusterError::Invalid(m),
         tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => ClusterError::Conflict(m),
         tonic::Code::NotFound => ClusterError::NotFound(m),
@@ -254,5 +259,18 @@ pub(super) fn status_to_error(s: tonic::Status) -> ClusterError {
             ClusterError::Internal(format!("a peer refused this node's cluster secret: {m}"))
         }
         _ => ClusterError::Internal(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_not_leader_is_retried_not_reported() {
+        let e = status_to_error(tonic::Status::failed_precondition(NOT_LEADER));
+        assert!(matches!(e, ClusterError::NotLeader), "{e:?}");
+        let e = status_to_error(tonic::Status::failed_precondition("already a voter"));
+        assert!(matches!(e, ClusterError::Conflict(_)), "{e:?}");
     }
 }

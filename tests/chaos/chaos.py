@@ -1,0 +1,302 @@
+#!/usr/bin/python3
+"""The chaos run: a cluster broken at random while real clients work, every promise
+checked afterwards. Runs inside a network namespace of its own (scripts/chaos makes
+it); prints the seed so a failing run can be replayed with --seed.
+
+Faults (one per round, chosen by the seeded generator): kill -9 of a random node or
+of the leader, SIGSTOP/SIGCONT of a node or of the leader, the leader isolated, a
+minority isolated, a one-way cut, a flapping link, and a node wiped and re-added.
+
+Load during each round: roster writers (add/remove through presencectl against a
+random live node) and readers (roster show), every operation recorded with the
+outcome the client saw.
+
+Checks after each round, once healed: the cluster converges (every node a voter with
+the leader's applied index) within the recovery budget; the roster history so far is
+linearizable (linear.py: acknowledged writes are never lost, unacknowledged ones
+appear at most once, every read sees a legal value); no two nodes lead in one term;
+a write succeeds within 3 s of a leader's death or isolation.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from cluster import Cluster  # noqa: E402
+from linear import INF, check_history  # noqa: E402
+
+OWNERS = [f"o{i}" for i in range(4)]
+CONTACTS = [f"c{j}@remote.example" for j in range(4)]
+
+
+class History:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.ops = []
+        self.counts = {}
+        self.t0 = time.monotonic()
+        self.minority = []  # (exit code, stderr) of writes sent to an isolated node
+        self.refusals = []
+
+    def now(self):
+        return time.monotonic() - self.t0
+
+    def add(self, op, outcome):
+        with self.lock:
+            self.ops.append(op)
+            k = (op.get("label", op["kind"]), outcome)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+
+def writer(cluster, hist, rng, stop):
+    while not stop.is_set():
+        live = cluster.live()
+        if not live:
+            time.sleep(0.05)
+            continue
+        node = rng.choice(live)
+        owner = rng.choice(OWNERS)
+        r = rng.random()
+        start = hist.now()
+        if r < 0.3:
+            code, doc, _ = cluster.ctl(node, "roster", "show", owner, timeout=3)
+            end = hist.now()
+            if code == 0 and doc is not None:
+                have = {i.get("jid") for i in doc.get("items", [])}
+                for c in CONTACTS:
+                    hist.add({"key": (owner, c), "start": start, "end": end, "kind": "r",
+                              "value": c in have, "label": "read"}, "ok")
+            else:
+                hist.add({"key": None, "kind": "r", "label": "read"}, "failed")
+            continue
+        contact = rng.choice(CONTACTS)
+        add = r < 0.7
+        args = ("roster", "add", owner, contact) if add else ("roster", "remove", owner, contact)
+        code, doc, err = cluster.ctl(node, *args, timeout=3)
+        end = hist.now()
+        label = "add" if add else "remove"
+        op = {"key": (owner, contact), "start": start, "kind": "w", "value": add, "label": label}
+        if code == 0:
+            op["end"] = end
+            hist.add(op, "ok")
+        elif code == 3 and not add:
+            # "not in the roster": a read that saw it absent.
+            hist.add({"key": (owner, contact), "start": start, "end": end, "kind": "r",
+                      "value": False, "label": "remove"}, "absent")
+        elif code in (2, 4):
+            hist.refusals.append(err)
+            hist.add({"key": None, "kind": "w", "label": label}, "refused")
+        else:
+            # Unknown outcome: it may take effect at any later time, or never.
+            op["end"] = INF
+            op["maybe"] = True
+            hist.add(op, "unknown")
+
+
+def leaders_by_term(cluster):
+    """(term -> set of node ids that said they lead), from every node's own view."""
+    seen = {}
+    for n in cluster.live():
+        s = cluster.status(n)
+        if not s:
+            continue
+        for v in s.get("nodes", []):
+            if v.get("state") == "Leader" and v.get("reachable"):
+                seen.setdefault(v.get("term"), set()).add(v.get("id"))
+    return seen
+
+
+def leader(cluster):
+    s = cluster.status()
+    lid = s and s.get("leader_id")
+    return next((n for n in cluster.nodes if n.id == lid), None)
+
+
+FAULTS = ["kill", "kill_leader", "pause", "pause_leader", "isolate_leader",
+          "isolate_minority", "one_way", "flap", "wipe"]
+
+
+def inject(cluster, kind, rng, hist, hold):
+    """Apply one fault for `hold` seconds, then undo it. Returns (time the fault hit
+    the leader or None, description)."""
+    nodes = cluster.nodes
+    lead = leader(cluster) or rng.choice(nodes)
+    victim = lead if kind.endswith("leader") else rng.choice(nodes)
+    t = hist.now()
+    hit_leader = t if victim is lead and kind not in ("one_way", "flap") else None
+    if kind in ("kill", "kill_leader"):
+        victim.kill9()
+        time.sleep(hold)
+        victim.start()
+    elif kind in ("pause", "pause_leader"):
+        victim.pause()
+        time.sleep(hold)
+        victim.resume()
+    elif kind in ("isolate_leader", "isolate_minority"):
+        cluster.isolate(victim)
+        # Past an election timeout the minority must refuse writes, clearly, and never
+        # acknowledge one (an acknowledged write would have to survive the heal; the
+        # linearizability check holds it to that as well).
+        time.sleep(max(hold, 1.5))
+        # The node's own write timeout (raft.timeout_ms, 3 s here) must answer first.
+        code, _, err = cluster.ctl(victim, "roster", "add", OWNERS[0], "minority@remote.example",
+                                   timeout=8)
+        hist.minority.append((code, err))
+        cluster.heal()
+    elif kind == "one_way":
+        other = rng.choice([n for n in nodes if n is not victim])
+        cluster.cut(victim, other, both=False)
+        time.sleep(hold)
+        cluster.heal()
+    elif kind == "flap":
+        other = rng.choice([n for n in nodes if n is not victim])
+        end = time.time() + hold
+        while time.time() < end:
+            cluster.cut(victim, other)
+            time.sleep(rng.uniform(0.1, 0.6))
+            cluster.heal()
+            time.sleep(rng.uniform(0.1, 0.6))
+    elif kind == "wipe":
+        # A follower loses its disk: removed, wiped, re-added as a fresh node.
+        victim = rng.choice([n for n in nodes if n is not lead])
+        victim.kill9()
+        keep = next(n for n in nodes if n is not victim and n.alive())
+        code, _, err = cluster.ctl(keep, "cluster", "remove-node", str(victim.id), timeout=20)
+        if code != 0:
+            raise RuntimeError(f"remove-node {victim.id}: {err}")
+        victim.wipe()
+        victim.start()
+        time.sleep(hold)
+        code, _, err = cluster.ctl(keep, "cluster", "add-node", str(victim.id), victim.cluster,
+                                   timeout=60)
+        if code != 0:
+            raise RuntimeError(f"add-node {victim.id}: {err}")
+        hit_leader = None
+    return hit_leader, f"{kind} node {victim.id}"
+
+
+def first_success_after(hist, t):
+    """When the first write that started after `t` was acknowledged."""
+    with hist.lock:
+        ends = [o["end"] for o in hist.ops
+                if o["kind"] == "w" and o.get("end", INF) < INF and o["start"] >= t]
+    return min(ends) if ends else None
+
+
+def pct(xs, p):
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--bins", required=True)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--hold", type=float, default=2.0, help="seconds a fault lasts")
+    ap.add_argument("--writers", type=int, default=4)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    seed = a.seed if a.seed is not None else random.randrange(1 << 31)
+    print(f"chaos: seed {seed} (replay with --seed {seed}), {a.nodes} nodes, {a.rounds} rounds",
+          flush=True)
+    rng = random.Random(seed)
+    cluster = Cluster(a.run, a.bins, a.nodes)
+    problems = []
+    faults = {}
+    recoveries = []
+    try:
+        cluster.form()
+        for o in OWNERS:
+            code, _, err = cluster.ctl(cluster.nodes[0], "user", "add", o, "--password", "pw-" + o)
+            assert code == 0, err
+        hist = History()
+        stop = threading.Event()
+        threads = [threading.Thread(target=writer, args=(cluster, hist, random.Random(rng.random()),
+                                                          stop), daemon=True)
+                   for _ in range(a.writers)]
+        for t in threads:
+            t.start()
+        for rnd in range(1, a.rounds + 1):
+            time.sleep(0.5)
+            kind = rng.choice(FAULTS if a.nodes > 2 else ["kill", "pause"])
+            hit, what = inject(cluster, kind, rng, hist, a.hold)
+            faults[kind] = faults.get(kind, 0) + 1
+            healed = hist.now()
+            try:
+                Cluster.wait(cluster.converged, 30, "convergence")
+            except TimeoutError:
+                problems.append(f"round {rnd} ({what}): the cluster did not converge in 30 s")
+            if hit is not None:
+                ok = None
+                deadline = time.time() + 10
+                while ok is None and time.time() < deadline:
+                    ok = first_success_after(hist, hit)
+                    time.sleep(0.05)
+                if ok is not None:
+                    recoveries.append(ok - hit)
+            for term, ids in leaders_by_term(cluster).items():
+                if len(ids) > 1:
+                    problems.append(f"round {rnd}: split brain: nodes {sorted(ids)} lead term {term}")
+            bad = check_history(list(hist.ops))
+            if bad:
+                problems.append(f"round {rnd} ({what}): not linearizable for {bad}")
+            print(f"  round {rnd}: {what}; converged {hist.now() - healed:.1f}s after healing"
+                  f"{'; ' + problems[-1] if problems and problems[-1].startswith(f'round {rnd}') else ''}",
+                  flush=True)
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        bad = check_history(list(hist.ops))
+        if bad:
+            problems.append(f"final: not linearizable for {bad}")
+        lost = len(bad)
+        for code, err in hist.minority:
+            if code == 0:
+                problems.append("an isolated minority acknowledged a write")
+            elif code != 5:  # "no quorum", or "may or may not have been applied"
+                problems.append(f"an isolated minority refused a write unclearly: exit {code}: {err}")
+        for err in sorted(set(hist.refusals)):
+            print("  refused by the cluster:", err)
+    finally:
+        cluster.stop()
+    # Recovery: a write acknowledged after the fault hit the leader (its death, pause
+    # or isolation); measured from the fault, so it includes the election.
+    over = [r for r in recoveries if r > 3.0]
+    if over:
+        problems.append(f"{len(over)} recoveries over 3 s (max {max(over):.2f} s)")
+    table = {
+        "seed": seed, "rounds": a.rounds, "faults": faults,
+        "operations": {f"{k[0]} {k[1]}": v for k, v in sorted(hist.counts.items())},
+        "non_linearizable_keys": lost,
+        "recovery_s": {"n": len(recoveries), "p50": pct(recoveries, 50),
+                       "p99": pct(recoveries, 99), "max": max(recoveries, default=0.0)},
+        "problems": problems,
+    }
+    print("\n| rounds | faults | non-linearizable keys | recovery p50 / p99 / max s |")
+    print("|---:|---|---:|---:|")
+    fs = ", ".join(f"{k} {v}" for k, v in sorted(faults.items()))
+    r = table["recovery_s"]
+    print(f"| {a.rounds} | {fs} | {lost} | {r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.2f} |")
+    print("\n| operation | outcome | count |\n|---|---|---:|")
+    for (k, o), v in sorted(hist.counts.items()):
+        print(f"| {k} | {o} | {v} |")
+    if a.json:
+        print(json.dumps(table))
+    for p in problems:
+        print("PROBLEM:", p)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
