@@ -41,6 +41,7 @@ class History:
         self.ops = []
         self.counts = {}
         self.t0 = time.monotonic()
+        self.faults = []  # (start, end, node id), monotonic
         self.minority = []  # (exit code, stderr) of writes sent to an isolated node
         self.refusals = []
 
@@ -129,6 +130,7 @@ def inject(cluster, kind, rng, hist, hold):
     lead = leader(cluster) or rng.choice(nodes)
     victim = lead if kind.endswith("leader") else rng.choice(nodes)
     t = hist.now()
+    t_abs = time.monotonic()
     hit_leader = t if victim is lead and kind not in ("one_way", "flap") else None
     if kind in ("kill", "kill_leader"):
         victim.kill9()
@@ -178,7 +180,29 @@ def inject(cluster, kind, rng, hist, hold):
         if code != 0:
             raise RuntimeError(f"add-node {victim.id}: {err}")
         hit_leader = None
+    if kind not in ("one_way", "flap"):
+        hist.faults.append((t_abs, time.monotonic(), victim.id))
     return hit_leader, f"{kind} node {victim.id}"
+
+
+def start_xmpp(cluster, n, rng):
+    from xmpp_load import HIDDEN, PW, XmppLoad
+    users = [f"m{i}" for i in range(n)]
+    first = cluster.nodes[0]
+    for u in users + [HIDDEN]:
+        code, _, err = cluster.ctl(first, "user", "add", u, "--password", PW)
+        assert code == 0, err
+    everyone = users + [HIDDEN]
+    for u in everyone:
+        others = [f"{x}@example.test" for x in everyone if x != u]
+        code, _, err = cluster.ctl(first, "roster", "add", u, *others)
+        assert code == 0, err
+    code, _, err = cluster.ctl(first, "user", "policy", HIDDEN, "availability_sharing", "off")
+    assert code == 0, err
+    load = XmppLoad(cluster, users, rng)
+    load.start()
+    time.sleep(2)
+    return load
 
 
 def first_success_after(hist, t):
@@ -205,6 +229,9 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--hold", type=float, default=2.0, help="seconds a fault lasts")
     ap.add_argument("--writers", type=int, default=4)
+    ap.add_argument("--recovery-budget", type=float, default=3.0,
+                    help="seconds a write may take to succeed after the leader's death")
+    ap.add_argument("--xmpp-users", type=int, default=6, help="0: no XMPP load")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
@@ -220,6 +247,9 @@ def main():
         for o in OWNERS:
             code, _, err = cluster.ctl(cluster.nodes[0], "user", "add", o, "--password", "pw-" + o)
             assert code == 0, err
+        xmpp = None
+        if a.xmpp_users:
+            xmpp = start_xmpp(cluster, a.xmpp_users, random.Random(rng.random()))
         hist = History()
         stop = threading.Event()
         threads = [threading.Thread(target=writer, args=(cluster, hist, random.Random(rng.random()),
@@ -257,6 +287,18 @@ def main():
         stop.set()
         for t in threads:
             t.join(timeout=15)
+        msgs = None
+        if xmpp:
+            xmpp.finish()
+            msgs = xmpp.report(hist.faults, cluster.dead_after_ms / 1000)
+            if msgs["lost"]:
+                problems.append(f"{msgs['lost']} messages lost outside a fault, e.g. {msgs['lost_examples']}")
+            if msgs["duplicated"]:
+                problems.append(f"{msgs['duplicated']} messages delivered twice, e.g. "
+                                f"{msgs['dup_examples']}; faults {hist.faults}; sent "
+                                f"{[xmpp.sent.get(d[0]) for d in msgs['dup_examples']]}")
+            if msgs["leaks"]:
+                problems.append(f"the hidden user's availability leaked: {msgs['leak_examples']}")
         bad = check_history(list(hist.ops))
         if bad:
             problems.append(f"final: not linearizable for {bad}")
@@ -272,15 +314,16 @@ def main():
         cluster.stop()
     # Recovery: a write acknowledged after the fault hit the leader (its death, pause
     # or isolation); measured from the fault, so it includes the election.
-    over = [r for r in recoveries if r > 3.0]
+    over = [r for r in recoveries if r > a.recovery_budget]
     if over:
-        problems.append(f"{len(over)} recoveries over 3 s (max {max(over):.2f} s)")
+        problems.append(f"{len(over)} recoveries over {a.recovery_budget} s (max {max(over):.2f} s)")
     table = {
         "seed": seed, "rounds": a.rounds, "faults": faults,
         "operations": {f"{k[0]} {k[1]}": v for k, v in sorted(hist.counts.items())},
         "non_linearizable_keys": lost,
         "recovery_s": {"n": len(recoveries), "p50": pct(recoveries, 50),
                        "p99": pct(recoveries, 99), "max": max(recoveries, default=0.0)},
+        "messages": msgs,
         "problems": problems,
     }
     print("\n| rounds | faults | non-linearizable keys | recovery p50 / p99 / max s |")
@@ -291,6 +334,11 @@ def main():
     print("\n| operation | outcome | count |\n|---|---|---:|")
     for (k, o), v in sorted(hist.counts.items()):
         print(f"| {k} | {o} | {v} |")
+    if msgs:
+        print("\n| messages sent | delivered | bounced | lost in flight (faulty node) | lost | duplicated | leaks |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print(f"| {msgs['messages_sent']} | {msgs['delivered']} | {msgs['bounced']} |"
+              f" {msgs['in_flight_lost']} | {msgs['lost']} | {msgs['duplicated']} | {msgs['leaks']} |")
     if a.json:
         print(json.dumps(table))
     for p in problems:

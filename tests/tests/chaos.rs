@@ -8,7 +8,10 @@ use std::process::Command;
 fn a_short_seeded_chaos_run_keeps_every_promise() {
     let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(top.join("scripts/chaos"))
+        // The debug build on a shared 2-core machine: recovery is reported, and only
+        // held to a loose bound here; `scripts/chaos` holds release runs to 3 s.
         .args(["--rounds", "6", "--seed", "20261202", "--hold", "1.5"])
+        .args(["--recovery-budget", "10"])
         .env("PROFILE", "debug")
         .env("CHAOS_NO_BUILD", "1")
         .output()

@@ -30,7 +30,9 @@ mod session;
 mod subscription;
 mod types;
 mod views;
-mod wire;
+/// Public only for the fuzz targets (`fuzz/`): the peer-link frame codec.
+#[doc(hidden)]
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,6 +101,9 @@ struct Inner {
     sticky: Mutex<message::StickyMap>,
     peers: Peers,
     next_sid: AtomicU64,
+    /// Users whose offline queue is being flushed on this node, and whether another
+    /// flush was asked for meanwhile (`offline`): one flush at a time per user.
+    flushing: Mutex<HashMap<String, bool>>,
 }
 
 impl Router {
@@ -119,6 +124,7 @@ impl Router {
                 dir: Mutex::new(Directory::default()),
                 sticky: Mutex::new(HashMap::new()),
                 next_sid: AtomicU64::new(base),
+                flushing: Mutex::new(HashMap::new()),
             }),
         };
         events::spawn(router.clone());

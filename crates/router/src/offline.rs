@@ -196,7 +196,34 @@ impl Router {
 
     /// Hand a user's queued offline messages to one of their sessions, then drop the
     /// delivered ones from the queue.
+    /// Deliver `user`'s offline queue to `resource`, one flush at a time per user: a
+    /// flush asked for while one runs is done once that one's acknowledgement has been
+    /// applied, so no queued message is read (and delivered) twice. Several messages
+    /// stored at once used to start overlapping flushes that each delivered the whole
+    /// queue (found by scripts/chaos).
     pub(crate) async fn flush_offline(&self, user: &str, resource: &str) {
+        {
+            let mut f = self.inner.flushing.lock();
+            if let Some(again) = f.get_mut(user) {
+                *again = true;
+                return;
+            }
+            f.insert(user.to_string(), false);
+        }
+        loop {
+            self.flush_offline_once(user, resource).await;
+            let mut f = self.inner.flushing.lock();
+            match f.get_mut(user) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    f.remove(user);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn flush_offline_once(&self, user: &str, resource: &str) {
         let queued: Vec<(u64, OfflineMessage)> = self.read(|s| {
             s.user(user)
                 .map(|d| {

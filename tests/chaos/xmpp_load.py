@@ -1,0 +1,187 @@
+"""XMPP load for the chaos run, from real clients (slixmpp): users spread over the
+nodes chat with each other and change their availability; one user's availability
+sharing is off. Every message sent, received or bounced and every presence seen is
+recorded with the time, for the checks at the end:
+
+- every message the sender got no error for arrives exactly once, except those in
+  flight when the sender's or the recipient's node died or was cut off (the window
+  XEP-0198 acknowledgements would close; counted and reported apart);
+- the hidden user's real availability reaches nobody;
+- a user whose node died is shown unavailable to watchers within
+  `peer_dead_after` plus a margin (stale-online seconds, max reported).
+"""
+
+import asyncio
+import logging
+import random
+import ssl
+import threading
+import time
+
+import slixmpp
+
+DOMAIN = "example.test"
+PW = "chaos-xmpp-pw"
+HIDDEN = "hidden"
+
+
+def ssl_ctx():
+    # The nodes' XMPP certificates are self-signed per run; this harness tests the
+    # cluster, not certificate validation (the e2e tests pin the certificate).
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, load, user):
+        super().__init__(f"{user}@{DOMAIN}/chaos", PW)
+        self.load, self.user = load, user
+        self.ssl_context = ssl_ctx()
+        self.online = False
+        self.node = None
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("disconnected", self.on_disconnected)
+        self.add_event_handler("message", self.on_message)
+        self.add_event_handler("presence", self.on_presence)
+
+    async def on_start(self, _):
+        self.send_presence(pstatus=f"{self.user} here")
+        await self.get_roster()
+        self.online = True
+
+    def on_disconnected(self, _):
+        self.online = False
+        self.load.disconnected(self)
+
+    def on_message(self, m):
+        body = m["body"] or ""
+        if m["type"] == "error":
+            self.load.bounced(body)
+        elif body.startswith("chaos:"):
+            self.load.received(self.user, body)
+
+    def on_presence(self, p):
+        who = p["from"].user
+        # Its own availability a user always sees; nobody else may.
+        if who == HIDDEN and self.user != HIDDEN and p["type"] in (
+                "available", "chat", "away", "xa", "dnd"):
+            self.load.leaks.append((self.user, str(p["from"]), p["status"]))
+        self.load.presence(self.user, who, p["type"], time.monotonic())
+
+
+class XmppLoad:
+    """Drives the clients in an asyncio loop of its own thread."""
+
+    def __init__(self, cluster, users, rng):
+        self.cluster = cluster
+        self.users = users
+        self.rng = rng
+        self.sent = {}  # body -> (sender, to, time, node of sender)
+        self.got = {}  # body -> count
+        self.bounces = set()
+        self.dups = []  # (body, time received again, receiver's node)
+        self.leaks = []
+        self.events = []  # (watcher, who, type, t)
+        self.drops = []  # (user, t) a client lost its connection
+        self.lock = threading.Lock()
+        self.stop_flag = False
+        self.loop = asyncio.new_event_loop()
+        self.clients = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.seq = 0
+
+    def start(self):
+        logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
+        self.thread.start()
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    def _connect(self, c):
+        live = self.cluster.live() or self.cluster.nodes
+        n = self.rng.choice(live)
+        c.node = n.id
+        c.connect((n.ip, n.xmpp_port), force_starttls=True, disable_starttls=False)
+
+    async def _main(self):
+        for u in self.users + [HIDDEN]:
+            c = Client(self, u)
+            self.clients[u] = c
+            self._connect(c)
+        while not self.stop_flag:
+            await asyncio.sleep(0.2)
+            for u in self.users:
+                c = self.clients[u]
+                if not c.online:
+                    continue
+                to = self.rng.choice([x for x in self.users if x != u])
+                with self.lock:
+                    self.seq += 1
+                    body = f"chaos:{self.seq}:{u}>{to}"
+                    self.sent[body] = (u, to, time.monotonic(), c.node, self.clients[to].node)
+                c.send_message(mto=f"{to}@{DOMAIN}", mbody=body, mtype="chat")
+            if self.rng.random() < 0.2:
+                c = self.clients[self.rng.choice(self.users + [HIDDEN])]
+                if c.online:
+                    c.send_presence(pshow=self.rng.choice(["away", "chat", "dnd"]),
+                                    pstatus=f"changed {time.monotonic():.1f}")
+        await asyncio.sleep(3)
+        for c in self.clients.values():
+            c.disconnect()
+        await asyncio.sleep(0.5)
+
+    def disconnected(self, c):
+        with self.lock:
+            self.drops.append((c.user, time.monotonic()))
+        if not self.stop_flag:
+            self.loop.call_later(0.5, self._connect, c)
+
+    def received(self, user, body):
+        with self.lock:
+            self.got[body] = self.got.get(body, 0) + 1
+            if self.got[body] > 1:
+                c = self.clients.get(user)
+                self.dups.append((body, round(time.monotonic(), 2), c and c.node))
+
+    def bounced(self, body):
+        with self.lock:
+            self.bounces.add(body)
+
+    def presence(self, watcher, who, ptype, t):
+        with self.lock:
+            self.events.append((watcher, who, ptype, t))
+
+    def finish(self):
+        self.stop_flag = True
+        self.thread.join(timeout=20)
+
+    def report(self, faults, dead_after):
+        """faults: [(start, end, node id)] monotonic times a node was dead, paused, cut
+        off or wiped. A message lost while its sender's or recipient's node was under a
+        fault (or within `dead_after` after) was in flight on that node: without XEP-0198
+        acknowledgements nobody told the sender it arrived; those are counted apart. Any
+        other loss is a loss."""
+        with self.lock:
+            sent = dict(self.sent)
+            got = dict(self.got)
+        lost, in_flight, dup, lost_examples = 0, 0, 0, []
+        for body, (_u, _to, t, sn, rn) in sent.items():
+            n = got.get(body, 0)
+            if n > 1:
+                dup += 1
+            if n == 0 and body not in self.bounces:
+                if any(s - 1 <= t <= e + dead_after + 1 and v in (sn, rn)
+                       for s, e, v in faults):
+                    in_flight += 1
+                else:
+                    lost += 1
+                    lost_examples.append(body)
+        return {
+            "messages_sent": len(sent), "delivered": sum(1 for b in sent if got.get(b)),
+            "bounced": len(self.bounces), "in_flight_lost": in_flight, "lost": lost,
+            "lost_examples": lost_examples[:5], "duplicated": dup, "dup_examples": self.dups[:5], "leaks": len(self.leaks),
+            "leak_examples": self.leaks[:3],
+        }
