@@ -42,6 +42,7 @@ class History:
         self.counts = {}
         self.t0 = time.monotonic()
         self.faults = []  # (start, end, node id), monotonic
+        self.kills = []  # (time, node id), monotonic
         self.minority = []  # (exit code, stderr) of writes sent to an isolated node
         self.refusals = []
 
@@ -134,6 +135,7 @@ def inject(cluster, kind, rng, hist, hold):
     hit_leader = t if victim is lead and kind not in ("one_way", "flap") else None
     if kind in ("kill", "kill_leader"):
         victim.kill9()
+        hist.kills.append((time.monotonic(), victim.id))
         time.sleep(hold)
         victim.start()
     elif kind in ("pause", "pause_leader"):
@@ -290,7 +292,11 @@ def main():
         msgs = None
         if xmpp:
             xmpp.finish()
-            msgs = xmpp.report(hist.faults, cluster.dead_after_ms / 1000)
+            msgs = xmpp.report(hist.faults, cluster.dead_after_ms / 1000, hist.kills)
+            limit = cluster.dead_after_ms / 1000 + a.hold + 2
+            if msgs["stale_online_max_s"] > limit:
+                problems.append(f"a dead node's user stayed online to a watcher for "
+                                f"{msgs['stale_online_max_s']:.1f} s (limit {limit:.1f} s)")
             if msgs["lost"]:
                 problems.append(f"{msgs['lost']} messages lost outside a fault, e.g. {msgs['lost_examples']}")
             if msgs["duplicated"]:
@@ -335,10 +341,12 @@ def main():
     for (k, o), v in sorted(hist.counts.items()):
         print(f"| {k} | {o} | {v} |")
     if msgs:
-        print("\n| messages sent | delivered | bounced | lost in flight (faulty node) | lost | duplicated | leaks |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n| messages sent | delivered | bounced | lost in flight (faulty node) | lost |"
+              " duplicated | leaks | stale online max s |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         print(f"| {msgs['messages_sent']} | {msgs['delivered']} | {msgs['bounced']} |"
-              f" {msgs['in_flight_lost']} | {msgs['lost']} | {msgs['duplicated']} | {msgs['leaks']} |")
+              f" {msgs['in_flight_lost']} | {msgs['lost']} | {msgs['duplicated']} | {msgs['leaks']} |"
+              f" {msgs['stale_online_max_s']:.2f} ({msgs['stale_samples']} samples) |")
     if a.json:
         print(json.dumps(table))
     for p in problems:

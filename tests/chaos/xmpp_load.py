@@ -81,6 +81,7 @@ class XmppLoad:
         self.sent = {}  # body -> (sender, to, time, node of sender)
         self.got = {}  # body -> count
         self.bounces = set()
+        self.homes = []  # (user, node, time) each connection attempt
         self.dups = []  # (body, time received again, receiver's node)
         self.leaks = []
         self.events = []  # (watcher, who, type, t)
@@ -104,6 +105,8 @@ class XmppLoad:
         live = self.cluster.live() or self.cluster.nodes
         n = self.rng.choice(live)
         c.node = n.id
+        with self.lock:
+            self.homes.append((c.user, n.id, time.monotonic()))
         c.connect((n.ip, n.xmpp_port), force_starttls=True, disable_starttls=False)
 
     async def _main(self):
@@ -158,7 +161,35 @@ class XmppLoad:
         self.stop_flag = True
         self.thread.join(timeout=20)
 
-    def report(self, faults, dead_after):
+    def stale_online(self, kills):
+        """For each kill of node V at time s: each user whose client was on V, as seen
+        by each watcher elsewhere: seconds until the watcher heard anything new about
+        that user (the unavailable, or the availability of its new session)."""
+        out = []
+        with self.lock:
+            homes, events = list(self.homes), list(self.events)
+        for s, v in kills:
+            where = {}
+            for u, n, t in homes:
+                if t <= s:
+                    where[u] = n
+            on_v = [u for u, n in where.items() if n == v and u != HIDDEN]
+            for u in on_v:
+                for w in self.users:
+                    # The watcher itself must have been elsewhere (one on the dead node
+                    # reconnects and is told afresh).
+                    if w == u or where.get(w) == v:
+                        continue
+                    # Its unavailable, or news from its next session; not a change it
+                    # made before the kill that was still on the way.
+                    back = min((t for uu, _n, t in homes if uu == u and t > s), default=None)
+                    seen = [t for (ww, who, ty, t) in events
+                            if ww == w and who == u and t > s
+                            and (ty == "unavailable" or (back is not None and t > back))]
+                    out.append(min(seen) - s if seen else 30.0)
+        return out
+
+    def report(self, faults, dead_after, kills=()):
         """faults: [(start, end, node id)] monotonic times a node was dead, paused, cut
         off or wiped. A message lost while its sender's or recipient's node was under a
         fault (or within `dead_after` after) was in flight on that node: without XEP-0198
@@ -179,7 +210,10 @@ class XmppLoad:
                 else:
                     lost += 1
                     lost_examples.append(body)
+        stale = self.stale_online(kills)
         return {
+            "stale_online_max_s": max(stale, default=0.0),
+            "stale_samples": len(stale),
             "messages_sent": len(sent), "delivered": sum(1 for b in sent if got.get(b)),
             "bounced": len(self.bounces), "in_flight_lost": in_flight, "lost": lost,
             "lost_examples": lost_examples[:5], "duplicated": dup, "dup_examples": self.dups[:5], "leaks": len(self.leaks),
