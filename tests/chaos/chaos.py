@@ -132,6 +132,7 @@ def inject(cluster, kind, rng, hist, hold):
     victim = lead if kind.endswith("leader") else rng.choice(nodes)
     t = hist.now()
     t_abs = time.monotonic()
+    involved = {victim.id}
     hit_leader = t if victim is lead and kind not in ("one_way", "flap") else None
     if kind in ("kill", "kill_leader"):
         victim.kill9()
@@ -143,7 +144,15 @@ def inject(cluster, kind, rng, hist, hold):
         time.sleep(hold)
         victim.resume()
     elif kind in ("isolate_leader", "isolate_minority"):
-        cluster.isolate(victim)
+        # The leader alone, or a minority (1 of 3, 2 of 5) that still talks within.
+        group = [victim] if kind == "isolate_leader" else rng.sample(nodes, (len(nodes) - 1) // 2)
+        victim = group[0]
+        hit_leader = t if lead in group else None
+        involved = {x.id for x in group}
+        for x in group:
+            for y in nodes:
+                if y not in group:
+                    cluster.cut(x, y)
         # Past an election timeout the minority must refuse writes, clearly, and never
         # acknowledge one (an acknowledged write would have to survive the heal; the
         # linearizability check holds it to that as well).
@@ -155,11 +164,13 @@ def inject(cluster, kind, rng, hist, hold):
         cluster.heal()
     elif kind == "one_way":
         other = rng.choice([n for n in nodes if n is not victim])
+        involved = {victim.id, other.id}
         cluster.cut(victim, other, both=False)
         time.sleep(hold)
         cluster.heal()
     elif kind == "flap":
         other = rng.choice([n for n in nodes if n is not victim])
+        involved = {victim.id, other.id}
         end = time.time() + hold
         while time.time() < end:
             cluster.cut(victim, other)
@@ -169,6 +180,7 @@ def inject(cluster, kind, rng, hist, hold):
     elif kind == "wipe":
         # A follower loses its disk: removed, wiped, re-added as a fresh node.
         victim = rng.choice([n for n in nodes if n is not lead])
+        involved = {victim.id}
         victim.kill9()
         keep = next(n for n in nodes if n is not victim and n.alive())
         code, _, err = cluster.ctl(keep, "cluster", "remove-node", str(victim.id), timeout=20)
@@ -182,8 +194,7 @@ def inject(cluster, kind, rng, hist, hold):
         if code != 0:
             raise RuntimeError(f"add-node {victim.id}: {err}")
         hit_leader = None
-    if kind not in ("one_way", "flap"):
-        hist.faults.append((t_abs, time.monotonic(), victim.id))
+    hist.faults.append((t_abs, time.monotonic(), involved))
     return hit_leader, f"{kind} node {victim.id}"
 
 

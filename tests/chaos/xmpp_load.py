@@ -190,8 +190,8 @@ class XmppLoad:
         return out
 
     def report(self, faults, dead_after, kills=()):
-        """faults: [(start, end, node id)] monotonic times a node was dead, paused, cut
-        off or wiped. A message lost while its sender's or recipient's node was under a
+        """faults: [(start, end, node ids)] monotonic times nodes were dead, paused, cut
+        off (either end of a cut link) or wiped. A message lost while its sender's or recipient's node was under a
         fault (or within `dead_after` after) was in flight on that node: without XEP-0198
         acknowledgements nobody told the sender it arrived; those are counted apart. Any
         other loss is a loss."""
@@ -204,7 +204,7 @@ class XmppLoad:
             if n > 1:
                 dup += 1
             if n == 0 and body not in self.bounces:
-                if any(s - 1 <= t <= e + dead_after + 1 and v in (sn, rn)
+                if any(s - 1 <= t <= e + dead_after + 1 and (sn in v or rn in v)
                        for s, e, v in faults):
                     in_flight += 1
                 else:
