@@ -43,6 +43,7 @@ class History:
         self.t0 = time.monotonic()
         self.faults = []  # (start, end, node id), monotonic
         self.kills = []  # (time, node id), monotonic
+        self.problems = []  # found while injecting
         self.minority = []  # (exit code, stderr) of writes sent to an isolated node
         self.refusals = []
 
@@ -121,7 +122,7 @@ def leader(cluster):
 
 
 FAULTS = ["kill", "kill_leader", "pause", "pause_leader", "isolate_leader",
-          "isolate_minority", "one_way", "flap", "wipe"]
+          "isolate_minority", "one_way", "flap", "wipe", "disk_full"]
 
 
 def inject(cluster, kind, rng, hist, hold):
@@ -177,6 +178,23 @@ def inject(cluster, kind, rng, hist, hold):
             time.sleep(rng.uniform(0.1, 0.6))
             cluster.heal()
             time.sleep(rng.uniform(0.1, 0.6))
+    elif kind == "disk_full":
+        # The node's disk fills up: it must stop (exit naming the cause) rather than go
+        # on without persisting, the majority keeps serving, and once space is freed
+        # the node restarts and catches up.
+        victim.fill_disk()
+        time.sleep(hold)
+        victim.free_disk()
+        time.sleep(0.5)
+        if not victim.alive():
+            log = open(victim.log).read()[-4000:]
+            if "replication stopped" not in log:
+                hist.problems.append(f"node {victim.id} died of a full disk without saying why")
+            victim.proc = None
+            victim.start()
+            kind = "disk_full (the node stopped, restarted)"
+        else:
+            kind = "disk_full (the node rode it out)"
     elif kind == "wipe":
         # A follower loses its disk: removed, wiped, re-added as a fresh node.
         victim = rng.choice([n for n in nodes if n is not lead])
@@ -244,6 +262,8 @@ def main():
     ap.add_argument("--writers", type=int, default=4)
     ap.add_argument("--recovery-budget", type=float, default=3.0,
                     help="seconds a write may take to succeed after the leader's death")
+    ap.add_argument("--disk-mb", type=int, default=512,
+                    help="each node's data on a tmpfs this big (0: on the run folder's disk, no disk_full)")
     ap.add_argument("--xmpp-users", type=int, default=6, help="0: no XMPP load")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -251,7 +271,7 @@ def main():
     print(f"chaos: seed {seed} (replay with --seed {seed}), {a.nodes} nodes, {a.rounds} rounds",
           flush=True)
     rng = random.Random(seed)
-    cluster = Cluster(a.run, a.bins, a.nodes)
+    cluster = Cluster(a.run, a.bins, a.nodes, disk_mb=a.disk_mb)
     problems = []
     faults = {}
     recoveries = []
@@ -272,10 +292,17 @@ def main():
             t.start()
         for rnd in range(1, a.rounds + 1):
             time.sleep(0.5)
-            kind = rng.choice(FAULTS if a.nodes > 2 else ["kill", "pause"])
+            kinds = [f for f in FAULTS if a.disk_mb or f != "disk_full"]
+            kind = rng.choice(kinds if a.nodes > 2 else ["kill", "pause"])
             hit, what = inject(cluster, kind, rng, hist, a.hold)
             faults[kind] = faults.get(kind, 0) + 1
             healed = hist.now()
+            for n in cluster.nodes:
+                if not n.alive():
+                    tail = open(n.log).read()[-1500:]
+                    problems.append(f"round {rnd} ({what}): node {n.id} exited on its own:\n{tail}")
+                    n.proc = None
+                    n.start()
             try:
                 Cluster.wait(cluster.converged, 30, "convergence")
             except TimeoutError:
@@ -300,6 +327,7 @@ def main():
         stop.set()
         for t in threads:
             t.join(timeout=15)
+        problems.extend(hist.problems)
         msgs = None
         if xmpp:
             xmpp.finish()

@@ -90,7 +90,21 @@ dir = "tls"
 
     def wipe(self):
         assert self.proc is None
-        shutil.rmtree(self.data, ignore_errors=True)
+        # The data directory may be a mount point (a tmpfs of its own): empty it.
+        for e in os.listdir(self.data) if os.path.isdir(self.data) else []:
+            p = os.path.join(self.data, e)
+            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
+
+    def fill_disk(self):
+        """Fill the node's filesystem (its own tmpfs) up to the last byte."""
+        subprocess.run(["dd", "if=/dev/zero", f"of={self.data}/chaos-filler", "bs=1M"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def free_disk(self):
+        try:
+            os.remove(f"{self.data}/chaos-filler")
+        except FileNotFoundError:
+            pass
 
     def health(self):
         try:
@@ -101,7 +115,7 @@ dir = "tls"
 
 
 class Cluster:
-    def __init__(self, run, bins, n, heartbeat_ms=100, dead_after_ms=2000):
+    def __init__(self, run, bins, n, heartbeat_ms=100, dead_after_ms=2000, disk_mb=0):
         self.run = run
         self.bins = bins
         self.nodes = [Node(run, bins, i) for i in range(1, n + 1)]
@@ -114,6 +128,15 @@ class Cluster:
         self.cert("issue", "--operator", "chaos", "--ca-dir", self.ca, "--out",
                   os.path.join(run, "operator"))
         self.rules = []
+        # Each node's data on a filesystem of its own, so one disk can fill up alone
+        # (a tmpfs; the mount lives in the run's private mount namespace).
+        self.mounted = []
+        if disk_mb:
+            for n_ in self.nodes:
+                os.makedirs(n_.data, exist_ok=True)
+                subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={disk_mb}m", "tmpfs", n_.data],
+                               check=True)
+                self.mounted.append(n_.data)
 
     def cert(self, *args):
         subprocess.run([os.path.join(self.bins, "presencectl"), "cert", *args],
@@ -205,3 +228,5 @@ class Cluster:
         self.heal()
         for n in self.nodes:
             n.kill9()
+        for m in self.mounted:
+            subprocess.run(["umount", m], stderr=subprocess.DEVNULL)

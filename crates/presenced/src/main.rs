@@ -178,9 +178,17 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
             r = web => r.context("HTTP server"),
         }
     });
+    let fatal = {
+        let n = node.clone();
+        async move { n.stopped_fatally().await }
+    };
     let res = tokio::select! {
         _ = shutdown_signal() => { tracing::info!("shutting down"); Ok(()) }
         r = servers => r.context("server task").and_then(|r| r),
+        why = fatal => Err(anyhow::anyhow!(
+            "replication stopped: {why}; fix the cause (a full disk: free space) and start the \
+             node again; if its data is damaged, wipe it and re-add the node (docs/scale.md)"
+        )),
     };
     let _ = stop_tx.send(true);
     c2s.abort();

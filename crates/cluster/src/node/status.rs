@@ -17,6 +17,21 @@ impl ClusterNode {
         self.raft.metrics().borrow().clone()
     }
 
+    /// Resolves when the Raft core has stopped on a fatal error (a storage write that
+    /// failed, a full disk), with the reason. The process should then exit, so that it
+    /// is restarted once the cause is fixed, instead of staying up without Raft.
+    pub async fn stopped_fatally(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "the Raft core is gone".into();
+            }
+        }
+    }
+
     /// Ready: a leader is known and this node has applied everything it knows committed.
     pub fn health(&self) -> Result<(), String> {
         let m = self.metrics();
