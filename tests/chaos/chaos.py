@@ -275,6 +275,7 @@ def main():
     problems = []
     faults = {}
     recoveries = []
+    converged = []
     try:
         cluster.form()
         for o in OWNERS:
@@ -305,6 +306,7 @@ def main():
                     n.start()
             try:
                 Cluster.wait(cluster.converged, 30, "convergence")
+                converged.append(hist.now() - healed)
             except TimeoutError:
                 problems.append(f"round {rnd} ({what}): the cluster did not converge in 30 s")
             if hit is not None:
@@ -321,7 +323,7 @@ def main():
             bad = check_history(list(hist.ops))
             if bad:
                 problems.append(f"round {rnd} ({what}): not linearizable for {bad}")
-            print(f"  round {rnd}: {what}; converged {hist.now() - healed:.1f}s after healing"
+            print(f"  round {rnd}: {what}; converged {converged[-1] if converged else -1:.1f}s after healing"
                   f"{'; ' + problems[-1] if problems and problems[-1].startswith(f'round {rnd}') else ''}",
                   flush=True)
         stop.set()
