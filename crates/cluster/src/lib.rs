@@ -9,7 +9,9 @@ pub mod format;
 mod network;
 mod node;
 mod service;
-mod snapshot;
+/// Public only for the fuzz targets (`fuzz/`): the snapshot file reader.
+#[doc(hidden)]
+pub mod snapshot;
 mod store;
 
 pub use node::{

@@ -21,7 +21,7 @@ use openraft::SnapshotMeta;
 
 use crate::{Node, NodeId};
 
-pub(crate) type Meta = SnapshotMeta<NodeId, Node>;
+pub type Meta = SnapshotMeta<NodeId, Node>;
 type Record = (Vec<u8>, Vec<u8>);
 
 const MAGIC: &[u8; 8] = b"PSNAP001";
@@ -170,7 +170,7 @@ impl Files {
 }
 
 /// Streams the records of a snapshot in either format.
-pub(crate) struct Reader<R: Read> {
+pub struct Reader<R: Read> {
     r: R,
     ended: bool,
     /// Records the header says follow (absent in the previous release's snapshots).
@@ -180,7 +180,7 @@ pub(crate) struct Reader<R: Read> {
 
 impl<R: Read> Reader<R> {
     /// Read the header; the records follow through the iterator.
-    pub(crate) fn open(mut r: R) -> Result<(Meta, Reader<R>), String> {
+    pub fn open(mut r: R) -> Result<(Meta, Reader<R>), String> {
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)
             .map_err(|_| "not a presenced snapshot (too short)".to_string())?;

@@ -23,6 +23,9 @@ pub fn normalize_user(user: &str, domain: &str) -> Result<String, Refusal> {
     if node.is_empty() || node.len() > MAX_PART {
         return Err(bad("empty or longer than 1023 bytes"));
     }
+    // What `apply` accepts: nodeprep case-folds by Unicode 3.2, which leaves letters
+    // that are capitals today (Georgian ones) as they are.
+    validate_user(&node).map_err(|_| bad("not a valid local part"))?;
     Ok(node.into_owned())
 }
 
@@ -55,11 +58,14 @@ pub fn normalize_domain(domain: &str) -> Result<String, Refusal> {
     if d.is_empty() || d.contains('/') {
         return Err(bad("not a domain name"));
     }
+    // nameprep case-folds (by Unicode 3.2: lowercasing by a later Unicode made names
+    // that nameprep then refused), and the result must be what `apply` accepts
+    // (nameprep lets through `&`, `:`, `<` and the like).
     let d = stringprep::nameprep(d).map_err(|_| bad("not a valid domain name"))?;
-    if d.len() > MAX_PART || d.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("not a valid domain name"));
-    }
-    Ok(d.to_lowercase())
+    // NFKC makes dots of full-width and other stops: trim what it made too.
+    let d = d.trim_end_matches('.');
+    validate_domain(d).map_err(|_| bad("not a valid domain name"))?;
+    Ok(d.to_string())
 }
 
 fn plain(s: &str) -> bool {
@@ -153,5 +159,38 @@ mod tests {
         assert_eq!(normalize_domain("Example.TEST").unwrap(), "example.test");
         assert!(validate_bare_jid("bob@example.test").is_ok());
         assert!(validate_bare_jid("Bob@example.test").is_err());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/admin_input.rs): the admin accepted domains
+    /// and user names that `apply` then refused (nameprep allows characters a JID
+    /// domain may not have; neither prep folds capitals newer than Unicode 3.2).
+    #[test]
+    fn normalised_names_pass_validation() {
+        // Georgian capitals: no case folding in nameprep's Unicode 3.2, a lowercase
+        // form (unassigned there) in today's.
+        for d in [
+            "example.&t.",
+            "a:b",
+            "a<b",
+            "x'y",
+            "a\"b",
+            "\u{10AB}n\u{116B}stan",
+        ] {
+            assert!(normalize_domain(d).is_err(), "{d:?}");
+            assert!(
+                normalize_contact(&format!("bob@{d}"), "example.test").is_err(),
+                "{d:?}"
+            );
+        }
+        assert_eq!(normalize_domain("Example.TEST.").unwrap(), "example.test");
+        // A full-width stop is a dot after nameprep: trimmed as one.
+        assert_eq!(
+            normalize_domain("example.test\u{FF0E}").unwrap(),
+            "example.test"
+        );
+        assert!(normalize_domain("\u{FF0E}").is_err());
+        // The same for user names.
+        assert!(normalize_user("n\u{10AB}", "example.test").is_err());
+        assert!(normalize_contact("n\u{10AB}", "example.test").is_err());
     }
 }

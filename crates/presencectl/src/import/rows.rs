@@ -1,6 +1,7 @@
 //! Streaming CSV rows with line numbers, shared by the import files: `#` comment lines,
 //! blank lines (also lines of blanks) and a header row (only as the first row) are
-//! skipped; quoted fields may hold commas; CRLF and LF both end a line.
+//! skipped; quoted fields may hold commas; CRLF, LF and a lone CR (old Mac exports)
+//! each end a line, as they end a record.
 //!
 //! Line numbers are tracked incrementally: the bytes the CSV reader has pulled are kept
 //! from the start of the current record on (a few KiB), and the newlines in front of it
@@ -119,8 +120,10 @@ struct Tracked<R> {
     /// Index in `window` of the byte at offset `base`.
     start: usize,
     base: u64,
-    /// Newlines before `base`.
+    /// Line ends (CRLF, LF or CR) before `base`.
     newlines: u64,
+    /// The byte before `base` was a CR (a LF right after it ends no second line).
+    after_cr: bool,
 }
 
 impl<R> Tracked<R> {
@@ -131,6 +134,7 @@ impl<R> Tracked<R> {
             start: 0,
             base: 0,
             newlines: 0,
+            after_cr: false,
         }
     }
 
@@ -158,13 +162,15 @@ impl<R> Tracked<R> {
         self.newlines + 1
     }
 
-    /// Move `base` forward by up to `n` bytes, counting the newlines passed.
+    /// Move `base` forward by up to `n` bytes, counting the line ends passed.
     fn consume(&mut self, n: usize) {
         let end = self.start + n.min(self.window.len() - self.start);
-        self.newlines += self.window[self.start..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
+        for &b in &self.window[self.start..end] {
+            if b == b'\r' || (b == b'\n' && !self.after_cr) {
+                self.newlines += 1;
+            }
+            self.after_cr = b == b'\r';
+        }
         self.base += (end - self.start) as u64;
         self.start = end;
         if self.start >= COMPACT_AT && self.start * 2 >= self.window.len() {
@@ -227,6 +233,17 @@ mod tests {
         }
         assert_eq!(n, 50_000);
         assert_eq!(last, 50_000 + 2 * 50);
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/roster_csv.rs): a lone CR ends a record for
+    /// the CSV reader but was not counted as a line, so every row of a CR-only file
+    /// (an old Mac export) was "line 1".
+    #[test]
+    fn a_lone_cr_ends_a_line() {
+        let got = lines(b"\0\r\0\0\0;\r\0\r", "user").unwrap();
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let got = lines(b"user\ra,b\r\rc,d\r\ne,f\n", "user").unwrap();
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 4, 5]);
     }
 
     #[test]

@@ -115,12 +115,12 @@ impl Element {
         out.push_str(&self.name);
         if self.ns != parent_ns {
             out.push_str(" xmlns='");
-            escape_into(out, &self.ns);
+            escape_attr_into(out, &self.ns);
             out.push('\'');
         }
         for (k, v) in &self.attrs {
             let _ = write!(out, " {k}='");
-            escape_into(out, v);
+            escape_attr_into(out, v);
             out.push('\'');
         }
         if self.children.is_empty() {
@@ -201,7 +201,18 @@ impl AttrValue for Option<String> {
     }
 }
 
+/// Escape character data. A CR is written as a reference: a reader turns a raw one
+/// into a LF (XML's line-end normalisation).
 pub fn escape_into(out: &mut String, s: &str) {
+    escape(out, s, false);
+}
+
+/// Escape an attribute value: also tab and LF, which a reader turns into spaces.
+fn escape_attr_into(out: &mut String, s: &str) {
+    escape(out, s, true);
+}
+
+fn escape(out: &mut String, s: &str, attr: bool) {
     for ch in s.chars() {
         match ch {
             '<' => out.push_str("&lt;"),
@@ -209,6 +220,9 @@ pub fn escape_into(out: &mut String, s: &str) {
             '&' => out.push_str("&amp;"),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
+            '\r' => out.push_str("&#xD;"),
+            '\n' if attr => out.push_str("&#xA;"),
+            '\t' if attr => out.push_str("&#x9;"),
             c => out.push(c),
         }
     }
@@ -227,6 +241,20 @@ mod tests {
         assert_eq!(
             e.to_stanza(),
             "<message to='a&apos;b&quot;&lt;c&gt;&amp;'><body>&lt;&amp;&gt;</body><no-store xmlns='urn:xmpp:hints'/></message>"
+        );
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/xml_stream.rs): line ends and tabs that a
+    /// stanza carried (as references) were written raw, and a reader normalises raw
+    /// ones: CR became LF in text, CR, LF and tab became spaces in attributes.
+    #[test]
+    fn white_space_a_reader_would_normalise_is_written_as_references() {
+        let e = Element::new("message", NS_CLIENT)
+            .with_attr("id", "a\nb\rc\td e")
+            .with_child(Element::new("body", NS_CLIENT).with_text("x\ry\nz\t"));
+        assert_eq!(
+            e.to_stanza(),
+            "<message id='a&#xA;b&#xD;c&#x9;d e'><body>x&#xD;y\nz\t</body></message>"
         );
     }
 }

@@ -209,6 +209,12 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     self.budget().set_limit(max);
                     return Ok(Frame::Header(header));
                 }
+                // quick-xml strips a BOM only when its first read holds all of it: a
+                // BOM split across reads arrives as text. Byte order marks before the
+                // stream header are skipped however they arrive.
+                Event::Text(ref t) if self.depth == 0 && t.chars().all(|c| c == '\u{FEFF}') => {
+                    continue;
+                }
                 Event::Empty(_)
                 | Event::Text(_)
                 | Event::End(_)
@@ -254,19 +260,22 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                         }
                         return Err(XmlError::BadFormat("text at stream level".into()));
                     }
-                    self.text(&t.xml10_content());
+                    let t = t.xml10_content();
+                    xml_chars(&t)?;
+                    self.text(&t);
                 }
                 Event::CData(t) => {
                     if self.depth == 1 {
                         return Err(XmlError::BadFormat("CDATA at stream level".into()));
                     }
                     let s = t.into_inner().into_owned();
+                    xml_chars(&s)?;
                     self.text(&s);
                 }
                 Event::GeneralRef(r) => {
                     let ch = if r.is_char_ref() {
                         match r.resolve_char_ref() {
-                            Ok(Some(c)) => c.to_string(),
+                            Ok(Some(c)) if xml_char(c) => c.to_string(),
                             _ => {
                                 return Err(XmlError::NotWellFormed(
                                     "bad character reference".into(),
@@ -324,7 +333,18 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     fn element(&self, e: &BytesStart<'_>, ns: Option<String>) -> Result<Element, XmlError> {
         let ns =
             ns.ok_or_else(|| XmlError::InvalidNamespace("undeclared namespace prefix".into()))?;
+        // The resolver hands out the declaration's value as written: unescape it, as
+        // every other attribute value is.
+        let ns = quick_xml::escape::unescape(&ns)
+            .map_err(|_| XmlError::Restricted("entity references are not allowed"))?
+            .into_owned();
         let name = e.local_name().as_ref().to_string();
+        if name.contains(':') || !xml_name(&name) {
+            return Err(XmlError::NotWellFormed(format!(
+                "bad element name {name:?}"
+            )));
+        }
+        xml_chars(&ns)?;
         let mut attrs = Vec::new();
         for a in e.attributes() {
             let a = a.map_err(|err| XmlError::NotWellFormed(err.to_string()))?;
@@ -335,6 +355,12 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
             let v = a
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|_| XmlError::Restricted("entity references are not allowed"))?;
+            if !xml_name(&key) {
+                return Err(XmlError::NotWellFormed(format!(
+                    "bad attribute name {key:?}"
+                )));
+            }
+            xml_chars(&v)?;
             attrs.push((key, v.into_owned()));
         }
         Ok(Element {
@@ -358,6 +384,7 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|_| XmlError::Restricted("entity references are not allowed"))?
                 .into_owned();
+            xml_chars(&v)?;
             match a.key.as_ref() {
                 "to" => h.to = Some(v),
                 "version" => h.version = Some(v),
@@ -367,6 +394,41 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
             }
         }
         Ok(h)
+    }
+}
+
+/// XML 1.0's `Char` production: what may appear in a document at all, raw or as a
+/// character reference. Anything else would be relayed to other clients, whose
+/// parsers would end their streams over it.
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// XML 1.0's `Name` production (quick-xml takes any bytes up to a blank, `/` or `>`
+/// as a name, `<b'>` included, which would go out verbatim).
+fn xml_name(s: &str) -> bool {
+    fn start(c: char) -> bool {
+        matches!(c, ':' | 'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}'
+            | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}'
+            | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}'
+            | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+            | '\u{10000}'..='\u{EFFFF}')
+    }
+    let mut cs = s.chars();
+    cs.next().is_some_and(start)
+        && cs.all(|c| {
+            start(c)
+                || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+        })
+}
+
+fn xml_chars(s: &str) -> Result<(), XmlError> {
+    match s.chars().find(|&c| !xml_char(c)) {
+        None => Ok(()),
+        Some(c) => Err(XmlError::NotWellFormed(format!(
+            "character U+{:04X} is not allowed in XML",
+            u32::from(c)
+        ))),
     }
 }
 
@@ -431,6 +493,119 @@ mod tests {
         };
         assert_eq!(iq.ns, NS_CLIENT);
         assert!(iq.child("query", "jabber:iq:roster").is_some());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/xml_stream.rs): characters XML forbids, raw
+    /// or as references, and names XML forbids were read into stanzas and relayed to
+    /// other clients.
+    #[tokio::test]
+    async fn characters_xml_forbids_are_refused() {
+        let cases = [
+            format!("{OPEN}<item jid='bob@example.test'>\0\0\0\0/group&gt;</item>"),
+            format!("{OPEN}<message><body>a&#1;b</body></message>"),
+            format!("{OPEN}<message><body>&#xFFFE;</body></message>"),
+            format!("{OPEN}<message><body><![CDATA[\u{1b}]]></body></message>"),
+            format!("{OPEN}<message id='a&#x1F;b'/>"),
+            format!("{OPEN}<message id='\u{7}'/>"),
+            format!("{OPEN}<mess\u{1}age/>"),
+            format!("{OPEN}<auth xmlns='urn:\0x'/>"),
+            format!("{OPEN}<message><b'><message>ream xmlns='jabber:client'/></message>"),
+            format!("{OPEN}<message a\"b='1'/>"),
+            format!("{OPEN}<message><1a/></message>"),
+        ];
+        for input in cases {
+            let f = frames(input.clone(), limits()).await;
+            assert_eq!(
+                f.last(),
+                Some(&Err("not-well-formed".to_string())),
+                "{input:?}: {f:?}"
+            );
+        }
+        // What XML allows still reads: tab, line ends, the top of the BMP, astral planes.
+        let ok = format!(
+            "{OPEN}<message><body>\t\n&#xD;\u{FFFD}&#x1F600;</body><ü-1.x xml:lang='de'/></message>"
+        );
+        let f = frames(ok, limits()).await;
+        assert!(f[1].is_ok(), "{f:?}");
+    }
+
+    /// Hands out one byte per read, as a slow connection might.
+    struct Trickle(std::io::Cursor<Vec<u8>>);
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let mut one = [0u8; 1];
+            let mut b = tokio::io::ReadBuf::new(&mut one);
+            let r = std::pin::Pin::new(&mut self.0).poll_read(cx, &mut b);
+            buf.put_slice(b.filled());
+            r
+        }
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/xml_stream.rs): a byte order mark was
+    /// skipped when it came in one read and refused (bad-format) when split.
+    #[tokio::test]
+    async fn a_byte_order_mark_may_arrive_split() {
+        for s in [
+            format!("\u{FEFF}{OPEN}<presence/>"),
+            format!("\u{FEFF}\u{FEFF}{OPEN}<presence/>"),
+        ] {
+            for trickle in [false, true] {
+                let b = std::io::Cursor::new(s.clone().into_bytes());
+                let got = if trickle {
+                    let mut r = StreamReader::new(Trickle(b), limits());
+                    (r.next().await.map(|_| ()), r.next().await.map(|_| ()))
+                } else {
+                    let mut r = StreamReader::new(b, limits());
+                    (r.next().await.map(|_| ()), r.next().await.map(|_| ()))
+                };
+                assert_eq!(got, (Ok(()), Ok(())), "{s:?}, trickle {trickle}");
+            }
+        }
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/xml_stream.rs): a namespace declared with
+    /// references (`&amp;`, `&#58;`) was taken as written, so it matched nothing and
+    /// was escaped twice when written out.
+    #[tokio::test]
+    async fn namespace_declarations_are_unescaped() {
+        let s = format!(
+            "{OPEN}<iq type='get' id='1'><query xmlns='jabber&#58;iq&#x3A;roster'/><x xmlns='urn:a&amp;b&gt;'/></iq>"
+        );
+        let mut r = StreamReader::new(std::io::Cursor::new(s.into_bytes()), limits());
+        assert!(matches!(r.next().await, Ok(Frame::Header(_))));
+        let Ok(Frame::Stanza(iq)) = r.next().await else {
+            panic!()
+        };
+        assert!(iq.child("query", "jabber:iq:roster").is_some());
+        assert!(iq.child("x", "urn:a&b>").is_some());
+        assert!(iq.to_stanza().contains("xmlns='urn:a&amp;b&gt;'"));
+        let f = frames(format!("{OPEN}<x xmlns='urn:&xxe;'/>"), limits()).await;
+        assert_eq!(f.last(), Some(&Err("restricted-xml".to_string())));
+    }
+
+    /// Found by fuzzing: what was read, written out and read again is what was read
+    /// (line ends and tabs carried as references).
+    #[tokio::test]
+    async fn written_stanzas_read_back_the_same() {
+        let s =
+            format!("{OPEN}<message id='a&#10;b&#13;c&#9;d'><body>x&#13;y\r\nz</body></message>");
+        let mut r = StreamReader::new(std::io::Cursor::new(s.into_bytes()), limits());
+        assert!(matches!(r.next().await, Ok(Frame::Header(_))));
+        let Ok(Frame::Stanza(m)) = r.next().await else {
+            panic!()
+        };
+        assert_eq!(m.attr("id"), Some("a\nb\rc\td"));
+        let again = format!("{OPEN}{}", m.to_stanza());
+        let mut r = StreamReader::new(std::io::Cursor::new(again.into_bytes()), limits());
+        assert!(matches!(r.next().await, Ok(Frame::Header(_))));
+        let Ok(Frame::Stanza(back)) = r.next().await else {
+            panic!()
+        };
+        assert_eq!(back, m);
     }
 
     #[tokio::test]
