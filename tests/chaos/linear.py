@@ -21,38 +21,46 @@ def check_register(ops, initial=False):
     ops: list of dicts {start, end, kind: "w"|"r", value: bool, maybe: bool}
     (maybe: the outcome is unknown, so the op may also never have happened).
     """
-    ops = sorted(ops, key=lambda o: o["start"])
-    n = len(ops)
+    sure = sorted((o for o in ops if not o.get("maybe")), key=lambda o: o["start"])
+    maybe = [o for o in ops if o.get("maybe")]
+    n, m = len(sure), len(maybe)
     if n == 0:
         return True
-    # Depth-first search over "which op is linearized next", memoised on
-    # (set of done ops, register value).
+    full = (1 << n) - 1
     seen = set()
-    stack = [(0, initial)]  # bitmask of linearized ops, value
-    full = 0
-    for i, o in enumerate(ops):
-        if not o.get("maybe"):
-            full |= 1 << i
+    # State: (bitmask of linearized sure ops, bitmask of applied maybe ops, value).
+    stack = [(0, 0, initial)]
     while stack:
-        done, value = stack.pop()
-        if done & full == full:
+        done, mdone, value = stack.pop()
+        if done == full:
             return True
-        key = (done, value)
+        key = (done, mdone, value)
         if key in seen:
             continue
         seen.add(key)
-        # The next op must start before every pending (not done) op's end.
-        horizon = min((ops[i]["end"] for i in range(n) if not done >> i & 1), default=INF)
-        for i in range(n):
-            if done >> i & 1:
-                continue
-            o = ops[i]
-            if o["start"] > horizon:
-                break
-            if o["kind"] == "w":
-                stack.append((done | 1 << i, o["value"]))
-            elif o["value"] == value:
-                stack.append((done | 1 << i, value))
+        # The lowest pending sure op; none before it is pending.
+        lo = (~done & (done + 1)).bit_length() - 1
+        # The next op must start before every pending op's end. Scanning in start
+        # order can stop at the first op starting after the horizon: its end is later.
+        horizon = INF
+        i = lo
+        while i < n and sure[i]["start"] <= horizon:
+            if not done >> i & 1:
+                horizon = min(horizon, sure[i]["end"])
+            i += 1
+        i = lo
+        while i < n and sure[i]["start"] <= horizon:
+            if not done >> i & 1:
+                o = sure[i]
+                if o["kind"] == "w":
+                    stack.append((done | 1 << i, mdone, o["value"]))
+                elif o["value"] == value:
+                    stack.append((done | 1 << i, mdone, value))
+            i += 1
+        # A write of unknown outcome may take effect now (once), if it had started.
+        for k in range(m):
+            if not mdone >> k & 1 and maybe[k]["start"] <= horizon and maybe[k]["kind"] == "w":
+                stack.append((done, mdone | 1 << k, maybe[k]["value"]))
     return False
 
 
