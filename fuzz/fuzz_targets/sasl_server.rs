@@ -236,6 +236,9 @@ libfuzzer_sys::fuzz_target!(
             }
         }
 
+        if std::env::var_os("PRESENCED_FUZZ_DEBUG").is_some() {
+            eprintln!("{mech}: authenticated {authenticated:?}, knew the password {knew_password}");
+        }
         if let Some(user) = authenticated {
             assert_eq!(user, "alice", "authenticated as an account that does not exist");
             let first = sent_first.unwrap_or_default();
