@@ -264,6 +264,8 @@ def main():
                     help="seconds a write may take to succeed after the leader's death")
     ap.add_argument("--disk-mb", type=int, default=512,
                     help="each node's data on a tmpfs this big (0: on the run folder's disk, no disk_full)")
+    ap.add_argument("--tolerate-duplicates", action="store_true",
+                    help="report duplicated messages without failing (an open defect, docs/chaos.md)")
     ap.add_argument("--xmpp-users", type=int, default=6, help="0: no XMPP load")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -340,7 +342,10 @@ def main():
                                 f"{msgs['stale_online_max_s']:.1f} s (limit {limit:.1f} s)")
             if msgs["lost"]:
                 problems.append(f"{msgs['lost']} messages lost outside a fault, e.g. {msgs['lost_examples']}")
-            if msgs["duplicated"]:
+            if msgs["duplicated"] and a.tolerate_duplicates:
+                print(f"KNOWN DEFECT: {msgs['duplicated']} messages delivered twice, e.g. "
+                      f"{msgs['dup_examples']}")
+            elif msgs["duplicated"]:
                 problems.append(f"{msgs['duplicated']} messages delivered twice, e.g. "
                                 f"{msgs['dup_examples']}; faults {hist.faults}; sent "
                                 f"{[xmpp.sent.get(d[0]) for d in msgs['dup_examples']]}")
