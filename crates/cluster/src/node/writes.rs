@@ -9,8 +9,8 @@ use presenced_proto::raft::ProposeRequest;
 use presenced_proto::raft::cluster_client::ClusterClient;
 use tracing::Instrument;
 
-use crate::NodeId;
 use super::NOT_LEADER;
+use crate::NodeId;
 use crate::network::channel;
 
 use super::{ClusterError, ClusterNode, PeerClient};

@@ -5,6 +5,7 @@
 //! instructions or entity references beyond the five predefined ones), a byte budget
 //! per stanza and a nesting depth limit. It is not cancel-safe: one task owns it.
 
+mod chars;
 mod fragment;
 mod reader;
 
