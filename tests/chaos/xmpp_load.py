@@ -168,6 +168,10 @@ class XmppLoad:
         out = []
         with self.lock:
             homes, events = list(self.homes), list(self.events)
+        # Index once: what each watcher heard about each user, in time order.
+        heard = {}
+        for ww, who, ty, t in events:
+            heard.setdefault((ww, who), []).append((t, ty))
         for s, v in kills:
             where = {}
             for u, n, t in homes:
@@ -183,9 +187,8 @@ class XmppLoad:
                     # Its unavailable, or news from its next session; not a change it
                     # made before the kill that was still on the way.
                     back = min((t for uu, _n, t in homes if uu == u and t > s), default=None)
-                    seen = [t for (ww, who, ty, t) in events
-                            if ww == w and who == u and t > s
-                            and (ty == "unavailable" or (back is not None and t > back))]
+                    seen = [t for t, ty in heard.get((w, u), ())
+                            if t > s and (ty == "unavailable" or (back is not None and t > back))]
                     out.append(min(seen) - s if seen else 30.0)
         return out
 
