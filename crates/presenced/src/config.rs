@@ -62,6 +62,27 @@ pub struct Xmpp {
     pub ping_after_secs: u64,
     /// ... and close a stream silent for this many seconds.
     pub idle_timeout_secs: u64,
+    /// A write the client does not take within this many seconds (it does not read
+    /// its socket) ends the connection.
+    pub send_timeout_secs: u64,
+    /// Client connections at once, both listeners; 0: the open-file limit minus a
+    /// reserve (a tenth, at least 128) for Raft, peers, admin and storage. A larger
+    /// value is lowered to that.
+    pub max_connections: usize,
+    /// Connections from one address (IPv6: one /64) not yet authenticated, at once.
+    pub max_unauthenticated_per_ip: usize,
+    /// Failed logins from one address within `auth_failure_window_secs` before it is
+    /// blocked for `auth_block_secs`.
+    pub auth_failures_per_ip: u32,
+    /// Failed logins for one account within `auth_failure_window_secs` before the
+    /// addresses that failed for it are refused for `auth_block_secs`.
+    pub auth_failures_per_account: u32,
+    pub auth_failure_window_secs: u64,
+    pub auth_block_secs: u64,
+    /// Password derivations (SASL PLAIN) at once; 0: half the cores, at least one.
+    pub auth_concurrency: usize,
+    /// Derivations waiting before more are refused (`temporary-auth-failure`).
+    pub auth_queue: usize,
 }
 
 impl Default for Xmpp {
@@ -76,6 +97,15 @@ impl Default for Xmpp {
             auth_timeout_secs: d.auth_timeout.as_secs(),
             ping_after_secs: d.ping_after.as_secs(),
             idle_timeout_secs: d.idle_timeout.as_secs(),
+            send_timeout_secs: d.send_timeout.as_secs(),
+            max_connections: d.max_connections,
+            max_unauthenticated_per_ip: d.max_unauthenticated_per_ip,
+            auth_failures_per_ip: d.auth_failures_per_ip,
+            auth_failures_per_account: d.auth_failures_per_account,
+            auth_failure_window_secs: d.auth_failure_window.as_secs(),
+            auth_block_secs: d.auth_block.as_secs(),
+            auth_concurrency: d.auth_concurrency,
+            auth_queue: d.auth_queue,
         }
     }
 }
@@ -237,6 +267,15 @@ impl Config {
             auth_timeout: Duration::from_secs(x.auth_timeout_secs),
             ping_after: Duration::from_secs(x.ping_after_secs),
             idle_timeout: Duration::from_secs(x.idle_timeout_secs),
+            send_timeout: Duration::from_secs(x.send_timeout_secs),
+            max_connections: x.max_connections,
+            max_unauthenticated_per_ip: x.max_unauthenticated_per_ip,
+            auth_failures_per_ip: x.auth_failures_per_ip,
+            auth_failures_per_account: x.auth_failures_per_account,
+            auth_failure_window: Duration::from_secs(x.auth_failure_window_secs),
+            auth_block: Duration::from_secs(x.auth_block_secs),
+            auth_concurrency: x.auth_concurrency,
+            auth_queue: x.auth_queue,
             ..Default::default()
         };
         let certs = match (&x.cert_file, &x.key_file) {
@@ -337,6 +376,31 @@ impl Config {
                     .into(),
             );
         }
+        if x.send_timeout_secs == 0 {
+            return Err("xmpp.send_timeout_secs: must be 1 or more".into());
+        }
+        if x.max_unauthenticated_per_ip == 0 {
+            return Err("xmpp.max_unauthenticated_per_ip: must be 1 or more".into());
+        }
+        for (key, v) in [
+            (
+                "xmpp.auth_failures_per_ip",
+                u64::from(x.auth_failures_per_ip),
+            ),
+            (
+                "xmpp.auth_failures_per_account",
+                u64::from(x.auth_failures_per_account),
+            ),
+            ("xmpp.auth_failure_window_secs", x.auth_failure_window_secs),
+            ("xmpp.auth_block_secs", x.auth_block_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("{key}: must be 1 or more"));
+            }
+        }
+        if x.auth_concurrency > 256 {
+            return Err("xmpp.auth_concurrency: at most 256".into());
+        }
         let rt = &self.router;
         if rt.peer_heartbeat_ms == 0 || rt.peer_dead_after_ms < rt.peer_heartbeat_ms * 2 {
             return Err(
@@ -432,6 +496,17 @@ http = "127.0.0.1:7301"
         assert_eq!(c.raft.timeout_ms, 5000);
         assert!(c.data_dir.is_absolute());
         assert_eq!(c.listen.xmpp.port(), 5222);
+        let (x, _) = c.xmpp();
+        assert_eq!(
+            x.max_connections, 0,
+            "as many as the open-file limit allows"
+        );
+        assert_eq!(x.max_unauthenticated_per_ip, 100);
+        assert_eq!(x.send_timeout, Duration::from_secs(15));
+        assert_eq!(
+            (x.auth_failures_per_ip, x.auth_failures_per_account),
+            (10, 20)
+        );
     }
 
     #[test]
@@ -461,6 +536,18 @@ http = "127.0.0.1:7301"
                 "snapshot_evry",
             ),
             (GOOD.replace("node_id = 1", "node_id = \"one\""), "node_id"),
+            (
+                format!("{GOOD}[xmpp]\nmax_unauthenticated_per_ip = 0\n"),
+                "xmpp.max_unauthenticated_per_ip",
+            ),
+            (
+                format!("{GOOD}[xmpp]\nauth_block_secs = 0\n"),
+                "xmpp.auth_block_secs",
+            ),
+            (
+                format!("{GOOD}[xmpp]\nsend_timeout_secs = 0\n"),
+                "xmpp.send_timeout_secs",
+            ),
         ];
         for (text, key) in cases {
             let err = try_load(&text).unwrap_err();

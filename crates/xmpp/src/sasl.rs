@@ -122,9 +122,8 @@ pub fn config(router: Router) -> anyhow::Result<Arc<SASLConfig>> {
 /// authorization identity) shorter than two bytes panics instead of failing the
 /// exchange; found by fuzzing (fuzz/fuzz_targets/sasl_server.rs). `first` is the
 /// client-first message, else the client-final one. Refuse such a message before
-/// `Session::step` sees it (as `c2s/auth.rs` is to do: a malformed-request failure).
+/// `Session::step` sees it (as `c2s/auth.rs` does: a malformed-request failure).
 /// Errs on the side of refusing: every such message is malformed anyway.
-#[allow(dead_code)] // called by c2s/auth.rs (its owner adds the call)
 pub fn scram_message_breaks_parser(first: bool, msg: &[u8]) -> bool {
     let fields: Vec<&[u8]> = msg.split(|&b| b == b',').collect();
     if first {

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use crate::guard::{self, Refused, Slot};
 use crate::xml::{Element, Frame, NS_CLIENT, StreamError, StreamReader, XmlError, escape_into};
 use crate::{Shared, sasl};
 
@@ -84,6 +85,8 @@ impl From<std::io::Error> for End {
 struct Out {
     w: WriteHalf<BoxIo>,
     buf: String,
+    /// A flush that takes longer (the client does not read) fails.
+    send_timeout: Duration,
 }
 
 impl Out {
@@ -96,7 +99,30 @@ impl Out {
         self.buf.push_str(s);
     }
 
+    /// Write what was collected. A client that does not take it within the send
+    /// timeout is given up on (`TimedOut`): the session must not wait for it for ever,
+    /// nor collect more for it meanwhile.
     async fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        // Boxed: the timer is large, and an idle session's task should not carry it.
+        let send_timeout = self.send_timeout;
+        match Box::pin(tokio::time::timeout(send_timeout, self.write_buffered())).await {
+            Ok(r) => r,
+            Err(_) => {
+                guard::closed("send_timeout");
+                tracing::info!(
+                    pending = self.buf.len(),
+                    "the client did not read for {send_timeout:?}: closing"
+                );
+                Err(std::io::ErrorKind::TimedOut.into())
+            }
+        }
+    }
+
+    /// Write what was collected, however long the client takes.
+    async fn write_buffered(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -111,22 +137,55 @@ impl Out {
     }
 }
 
+/// What a connection refused at accept is sent (if its socket takes it at once): our
+/// stream header and a stream error (RFC 6120 §4.9.1.3).
+pub(crate) fn refusal(domain: &str, why: Refused) -> String {
+    let (cond, text) = match why {
+        Refused::MaxConnections => ("resource-constraint", "too many connections"),
+        _ => ("policy-violation", "too many connections from your address"),
+    };
+    let mut s = String::from(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='",
+    );
+    escape_into(&mut s, domain);
+    s.push_str("' version='1.0'><stream:error><");
+    s.push_str(cond);
+    s.push_str(" xmlns='");
+    s.push_str(NS_STREAMS_ERR);
+    s.push_str("'/><text xmlns='");
+    s.push_str(NS_STREAMS_ERR);
+    s.push_str("'>");
+    s.push_str(text);
+    s.push_str("</text></stream:error></stream:stream>");
+    s
+}
+
 pub(crate) async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     direct_tls: bool,
+    slot: Slot,
 ) {
     let span = tracing::info_span!("xmpp", %peer, jid = tracing::field::Empty);
     async move {
+        // One deadline for the whole negotiation (TLS, SASL, bind), however the bytes
+        // trickle in: a client sending a byte a second gets no more time than a silent one.
+        let deadline = tokio::time::Instant::now() + shared.cfg.auth_timeout;
         metrics::gauge!("presenced_xmpp_connections").increment(1.0);
         let io: BoxIo = if direct_tls {
             let acc = &shared.tls;
             // Boxed (as below): the handshake state is large and short-lived; an idle
             // session's task should hold only what the session needs.
-            match tokio::time::timeout(shared.cfg.auth_timeout, Box::pin(acc.accept(tcp))).await {
+            match tokio::time::timeout_at(deadline, Box::pin(acc.accept(tcp))).await {
                 Ok(Ok(t)) => Box::new(t),
-                _ => {
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake failed: {e}");
+                    metrics::gauge!("presenced_xmpp_connections").decrement(1.0);
+                    return;
+                }
+                Err(_) => {
+                    guard::closed("auth_timeout");
                     metrics::gauge!("presenced_xmpp_connections").decrement(1.0);
                     return;
                 }
@@ -134,14 +193,21 @@ pub(crate) async fn handle(
         } else {
             Box::new(tcp)
         };
-        Box::pin(run(io, direct_tls, &shared)).await;
+        Box::pin(run(io, direct_tls, &shared, peer, slot, deadline)).await;
         metrics::gauge!("presenced_xmpp_connections").decrement(1.0);
     }
     .instrument(span)
     .await
 }
 
-async fn run(io: BoxIo, tls: bool, shared: &Arc<Shared>) {
+async fn run(
+    io: BoxIo,
+    tls: bool,
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    slot: Slot,
+    deadline: tokio::time::Instant,
+) {
     let (r, w) = tokio::io::split(io);
     let mut conn = Conn {
         shared: shared.clone(),
@@ -149,21 +215,26 @@ async fn run(io: BoxIo, tls: bool, shared: &Arc<Shared>) {
         out: Out {
             w,
             buf: String::new(),
+            send_timeout: shared.cfg.send_timeout,
         },
         tls,
         user: None,
         header_sent: false,
         auth_failures: 0,
+        peer,
+        slot,
     };
     // Boxed: negotiation state (TLS handshake, SASL) is large and is freed once the
     // session runs, so an idle session does not carry it.
-    let negotiated =
-        tokio::time::timeout(shared.cfg.auth_timeout, Box::pin(conn.negotiate())).await;
+    let negotiated = tokio::time::timeout_at(deadline, Box::pin(conn.negotiate())).await;
     let end = match negotiated {
-        Err(_) => End::Error(
-            StreamError::ConnectionTimeout,
-            "authentication took too long".into(),
-        ),
+        Err(_) => {
+            guard::closed("auth_timeout");
+            End::Error(
+                StreamError::ConnectionTimeout,
+                "authentication took too long".into(),
+            )
+        }
         Ok(Err(end)) => end,
         Ok(Ok((session, rx))) => {
             tracing::Span::current().record("jid", conn.full_jid(&session).as_str());
@@ -181,6 +252,9 @@ struct Conn {
     user: Option<String>,
     header_sent: bool,
     auth_failures: u32,
+    peer: SocketAddr,
+    /// This connection's hold on the connection caps.
+    slot: Slot,
 }
 
 impl Conn {

@@ -68,6 +68,7 @@ impl Conn {
                 }
                 d = rx.recv() => {
                     let Some(d) = d else {
+                        guard::closed("queue_full");
                         return End::Error(StreamError::PolicyViolation, "the client did not read its stanzas fast enough".into());
                     };
                     if let Err(e) = self.deliver(s, d) {
@@ -84,6 +85,7 @@ impl Conn {
                 _ = tick.tick() => {
                     let idle = last_in.elapsed();
                     if idle >= cfg.idle_timeout {
+                        guard::closed("idle_timeout");
                         return End::Error(StreamError::ConnectionTimeout, "no traffic from the client".into());
                     }
                     if idle >= cfg.ping_after && !pinged {

@@ -30,7 +30,7 @@ impl Conn {
         }
         self.out.raw("</stream:stream>");
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = self.out.flush().await;
+            let _ = self.out.write_buffered().await;
             let _ = self.out.w.shutdown().await;
         })
         .await;
