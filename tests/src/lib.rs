@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod hostile;
 pub mod tap;
 pub mod tls;
 pub mod xmpp;
