@@ -18,6 +18,10 @@ pub(crate) struct Local {
     pub roster_ver: u64,
     /// Addresses this session sent directed available presence to.
     pub directed: BTreeSet<crate::Address>,
+    /// The highest offline-queue sequence number handed to this session: a flush
+    /// whose acknowledgement did not commit (a leader lost mid-write) leaves the
+    /// messages queued, and the next flush must not hand them to this session again.
+    pub offline_sent: u64,
 }
 
 impl Local {
@@ -27,6 +31,7 @@ impl Local {
             roster: false,
             roster_ver: 0,
             directed: BTreeSet::new(),
+            offline_sent: 0,
         }
     }
 }

@@ -241,14 +241,21 @@ impl Router {
         let mut delivered = Vec::new();
         let mut unreadable = 0u64;
         {
-            let dir = self.inner.dir.lock();
-            let Some(e) = dir.get(user, resource) else {
+            let mut dir = self.inner.dir.lock();
+            let Some(e) = dir.get_mut(user, resource) else {
                 return;
             };
-            let Some(local) = &e.local else {
+            let sid = e.sid;
+            let Some(local) = &mut e.local else {
                 return;
             };
             for (seq, om) in &queued {
+                if *seq <= local.offline_sent {
+                    // Handed to this session by an earlier flush whose acknowledgement
+                    // has not been applied (yet): acknowledged again below, not resent.
+                    delivered.push(*seq);
+                    continue;
+                }
                 let mut m = match decode(&self.inner.domains, &om.payload) {
                     Ok(m) => m,
                     Err(err) => {
@@ -260,9 +267,10 @@ impl Router {
                 m.delay = Some(Delay {
                     stamp_ms: om.stamp_ms,
                 });
-                if !self.send_local(user, resource, e.sid, local, Delivery::Message(Box::new(m))) {
+                if !self.send_local(user, resource, sid, local, Delivery::Message(Box::new(m))) {
                     break; // not acknowledged: delivered at the next login
                 }
+                local.offline_sent = *seq;
                 delivered.push(*seq);
             }
         }
@@ -284,11 +292,38 @@ impl Router {
                 seqs: delivered,
             }
         };
-        if let Err(e) = self.write(cmd).await {
-            tracing::warn!(user, "offline messages delivered but not acknowledged: {e}");
+        self.ack_offline(user, cmd).await;
+    }
+
+    /// Apply a flush's acknowledgement, retrying while the cluster has no leader (the
+    /// command is idempotent: it drops what is at or below sequence numbers that only
+    /// grow). The user's next flush waits for it, so a message is not handed out
+    /// twice while its acknowledgement is still on its way; past the budget the
+    /// messages stay queued and go, once more, to the user's next session.
+    async fn ack_offline(&self, user: &str, cmd: Command) {
+        let mut backoff = Duration::from_millis(200);
+        let deadline = Instant::now() + OFFLINE_ACK_BUDGET;
+        loop {
+            match self.write(cmd.clone()).await {
+                Ok(_) => return,
+                Err(e) if Instant::now() + backoff < deadline => {
+                    tracing::debug!(user, "offline acknowledgement not applied, retrying: {e}");
+                    metrics::counter!("presenced_offline_ack_retries_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::warn!(user, "offline messages delivered but not acknowledged: {e}");
+                    return;
+                }
+            }
         }
     }
 }
+
+/// How long a flush keeps retrying its acknowledgement (a leader election takes
+/// seconds; a minority never gets one).
+const OFFLINE_ACK_BUDGET: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

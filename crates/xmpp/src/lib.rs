@@ -6,6 +6,9 @@
 //! owns the (not cancel-safe) XML reader.
 
 mod c2s;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod sasl;
 mod tls;
