@@ -21,7 +21,7 @@ pub(crate) struct Local {
     /// The highest offline-queue sequence number handed to this session: a flush
     /// whose acknowledgement did not commit (a leader lost mid-write) leaves the
     /// messages queued, and the next flush must not hand them to this session again.
-    pub offline_sent: u64,
+    pub offline_sent: Option<u64>,
 }
 
 impl Local {
@@ -31,7 +31,7 @@ impl Local {
             roster: false,
             roster_ver: 0,
             directed: BTreeSet::new(),
-            offline_sent: 0,
+            offline_sent: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod address;
 mod broadcast;
 mod directory;
 mod events;
+mod forward;
 mod message;
 mod mirror;
 mod offline;
@@ -24,6 +25,7 @@ pub mod peer;
 mod presence;
 mod query;
 pub mod queue;
+pub mod receipt;
 mod remote;
 mod resync;
 mod session;
@@ -48,6 +50,7 @@ pub use address::Domains;
 /// Model types adapters render (roster items, refusal reasons, stored keys).
 pub use presenced_model::credentials::ScramKeys;
 pub use presenced_model::{Refusal, RefusalClass, RosterItem, Subscription};
+pub use receipt::{Handled, HandledWait, Receipt, handled};
 pub use session::Located;
 pub use types::*;
 pub use views::{Advertised, RosterView, ScramHash};
@@ -104,6 +107,9 @@ struct Inner {
     /// Users whose offline queue is being flushed on this node, and whether another
     /// flush was asked for meanwhile (`offline`): one flush at a time per user.
     flushing: Mutex<HashMap<String, bool>>,
+    /// Messages forwarded to peers and not yet answered for, and the ids peers
+    /// forwarded here ([`forward`]).
+    forward: forward::Forwarding,
 }
 
 impl Router {
@@ -125,10 +131,12 @@ impl Router {
                 sticky: Mutex::new(HashMap::new()),
                 next_sid: AtomicU64::new(base),
                 flushing: Mutex::new(HashMap::new()),
+                forward: forward::Forwarding::new(),
             }),
         };
         events::spawn(router.clone());
         peer::spawn_links(router.clone());
+        forward::spawn_sweeper(&router);
         let sweeper = router.clone();
         tokio::spawn(async move {
             let every = sweeper

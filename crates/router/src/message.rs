@@ -158,13 +158,39 @@ fn prune_sticky(sticky: &mut StickyMap, quiet: Duration) {
 impl Session {
     /// Send a message; `from` is stamped here, `msg.to` is where the client
     /// addressed it.
-    pub async fn send_message(&self, mut msg: Message) -> Result<(), RouteError> {
+    pub async fn send_message(&self, msg: Message) -> Result<(), RouteError> {
+        self.send_message_tracked(msg, None).await
+    }
+
+    /// [`Session::send_message`], and `handled` is held until the message has been
+    /// taken: written to a recipient's client, stored offline, or answered with the
+    /// error returned here (see [`crate::receipt`]).
+    pub async fn send_message_tracked(
+        &self,
+        mut msg: Message,
+        handled: Option<Handled>,
+    ) -> Result<(), RouteError> {
         msg.from = self.address();
         msg.delay = None;
+        msg.receipt = None;
         for a in &mut msg.recipients {
             a.delivered = false;
         }
-        self.router.route_message(msg).await
+        let receipt = match &msg.to {
+            Address::Local(l) if msg.wants_receipt() => {
+                let waiter = receipt::Waiter::Local(handled);
+                let rc = Receipt::new(&self.router, &l.user, l.endpoint.as_deref(), &msg, waiter);
+                msg.receipt = Some(rc.clone());
+                Some(rc)
+            }
+            _ => None,
+        };
+        let r = self.router.route_message(msg).await;
+        if let (Err(_), Some(rc)) = (&r, &receipt) {
+            // The sender is told: nobody else answers for it.
+            rc.done();
+        }
+        r
     }
 }
 

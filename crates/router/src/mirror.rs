@@ -71,6 +71,14 @@ impl Router {
                 }
                 self.send_local(&user, &resource, e.sid, local, delivery);
             }
+            PeerEvent::Forward {
+                user,
+                resource,
+                sid,
+                id,
+                message,
+            } => self.on_forward(from, &user, &resource, sid, id, *message),
+            PeerEvent::Receipt { id, done } => self.on_receipt(from, id, done),
             PeerEvent::Heartbeat => {}
         }
     }

@@ -130,6 +130,7 @@ pub fn decode(domains: &Domains, payload: &str) -> Result<Message, String> {
                 delay: None,
                 no_store: s.no_store,
                 extensions: s.extensions,
+                receipt: None,
             })
         }
         Some(v) => Err(format!(
@@ -160,7 +161,13 @@ pub fn decode(domains: &Domains, payload: &str) -> Result<Message, String> {
 }
 
 impl Router {
-    pub(crate) async fn store_offline(&self, user: &str, msg: Message) -> Result<(), RouteError> {
+    /// Commit `msg` to `user`'s offline queue; its receipt is done once it is.
+    pub(crate) async fn store_offline(
+        &self,
+        user: &str,
+        mut msg: Message,
+    ) -> Result<(), RouteError> {
+        let receipt = msg.take_receipt();
         let stamp_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -180,13 +187,19 @@ impl Router {
                 payload: encode(&msg),
             },
         };
-        match self.write(cmd).await? {
-            Ok(_) => {
+        let r = match self.write(cmd).await {
+            Err(e) => Err(e),
+            Ok(Ok(_)) => {
                 metrics::counter!("presenced_messages_offline_total").increment(1);
                 Ok(())
             }
-            Err(r) => Err(RouteError::OfflineRefused(r)),
+            Ok(Err(r)) => Err(RouteError::OfflineRefused(r)),
+        };
+        // Stored, or refused with an error the caller passes on: handled either way.
+        if let Some(rc) = receipt {
+            rc.done();
         }
+        r
     }
 
     /// Whether a stored payload can be read (for the troubleshoot report).
@@ -250,7 +263,7 @@ impl Router {
                 return;
             };
             for (seq, om) in &queued {
-                if *seq <= local.offline_sent {
+                if local.offline_sent.is_some_and(|sent| *seq <= sent) {
                     // Handed to this session by an earlier flush whose acknowledgement
                     // has not been applied (yet): acknowledged again below, not resent.
                     delivered.push(*seq);
@@ -270,7 +283,7 @@ impl Router {
                 if !self.send_local(user, resource, sid, local, Delivery::Message(Box::new(m))) {
                     break; // not acknowledged: delivered at the next login
                 }
-                local.offline_sent = *seq;
+                local.offline_sent = Some(*seq);
                 delivered.push(*seq);
             }
         }

@@ -4,6 +4,8 @@
 //! sessions when the stream ends or falls silent.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -61,12 +63,30 @@ pub enum PeerEvent {
         delivery: Delivery,
     },
     Heartbeat,
+    /// Format 3: a message the sending node answers for until this node's
+    /// `Receipt` for `id` comes back ([`crate::forward`]); for the session `sid`
+    /// only (a later session on the same resource is another recipient).
+    Forward {
+        user: String,
+        resource: String,
+        sid: u64,
+        id: u64,
+        message: Box<crate::Message>,
+    },
+    /// Format 3: what became of forwarded message `id`: its recipient's client has it
+    /// (`done`), or the session was gone or ended first and the sender routes it again.
+    Receipt {
+        id: u64,
+        done: bool,
+    },
 }
 
 struct Link {
     addr: String,
     tx: mpsc::Sender<PeerEvent>,
     task: JoinHandle<()>,
+    /// The format the link speaks now (a peer of the previous release: older).
+    format: Arc<AtomicU32>,
 }
 
 /// Outbound queues, one per peer.
@@ -88,6 +108,14 @@ impl Peers {
 
     fn is_halted(&self) -> bool {
         self.halted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the link to `node` carries acknowledged forwarding ([`crate::forward`]).
+    pub fn forwards(&self, node: NodeId) -> bool {
+        self.links
+            .lock()
+            .get(&node)
+            .is_some_and(|l| crate::wire::forwards(l.format.load(Ordering::Relaxed)))
     }
 
     pub fn send(&self, node: NodeId, ev: PeerEvent) -> bool {
@@ -144,8 +172,23 @@ pub(crate) fn spawn_links(router: Router) {
                     continue;
                 }
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                let task = tokio::spawn(run_link(router.clone(), id, addr.clone(), rx));
-                links.insert(id, Link { addr, tx, task });
+                let format = Arc::new(AtomicU32::new(crate::wire::FORMAT));
+                let task = tokio::spawn(run_link(
+                    router.clone(),
+                    id,
+                    addr.clone(),
+                    rx,
+                    format.clone(),
+                ));
+                links.insert(
+                    id,
+                    Link {
+                        addr,
+                        tx,
+                        task,
+                        format,
+                    },
+                );
             }
         }
     });
@@ -189,7 +232,13 @@ fn frame(router: &Router, epoch: u64, format: u32, events: &[PeerEvent]) -> Fram
     }
 }
 
-async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Receiver<PeerEvent>) {
+async fn run_link(
+    router: Router,
+    peer: NodeId,
+    addr: String,
+    mut rx: mpsc::Receiver<PeerEvent>,
+    shared_format: Arc<AtomicU32>,
+) {
     let heartbeat = router.inner.cfg.peer_heartbeat;
     let mut backoff = Duration::from_millis(100);
     // This release's format, until the peer refuses it (a peer one release older).
@@ -200,6 +249,7 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
             Err(e) => {
                 // It may come back upgraded: start over with this release's format.
                 format = crate::wire::FORMAT;
+                shared_format.store(format, Ordering::Relaxed);
                 tracing::debug!(peer, %addr, "peer link: cannot connect: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -213,6 +263,13 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
         let _ = ftx
             .send(frame(&router, epoch, format, &[router.hello()]))
             .await;
+        // What the last link may have lost: every message still held for this peer
+        // (it delivers each once, whichever copy arrives first).
+        if crate::wire::forwards(format) {
+            for chunk in router.forward_again(peer).chunks(MAX_BATCH) {
+                let _ = ftx.send(frame(&router, epoch, format, chunk)).await;
+            }
+        }
         let call = tokio::spawn(async move {
             client
                 .link(tokio_stream::wrappers::ReceiverStream::new(frx))
@@ -234,6 +291,10 @@ async fn run_link(router: Router, peer: NodeId, addr: String, mut rx: mpsc::Rece
                                 tracing::warn!(peer, format = next, "peer reads only the previous peer-link format: speaking it until it is upgraded");
                                 metrics::counter!("presenced_peer_format_fallbacks_total").increment(1);
                                 format = next;
+                                shared_format.store(format, Ordering::Relaxed);
+                                if !crate::wire::forwards(format) {
+                                    router.forward_released(peer);
+                                }
                             }
                         }
                         Err(e) => tracing::info!(peer, "peer link task failed: {e}"),

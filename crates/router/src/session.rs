@@ -117,9 +117,15 @@ impl Router {
         let Some(e) = dir.get(user, resource) else {
             return false;
         };
-        match &e.local {
-            Some(local) => self.send_local(user, resource, e.sid, local, d),
-            None => self.inner.peers.send(
+        match (&e.local, d) {
+            (Some(local), d) => self.send_local(user, resource, e.sid, local, d),
+            // A message someone answers for is held until the peer answers too.
+            (None, Delivery::Message(m))
+                if m.receipt.is_some() && self.inner.peers.forwards(e.node) =>
+            {
+                self.forward(e.node, user, resource, e.sid, *m).is_ok()
+            }
+            (None, d) => self.inner.peers.send(
                 e.node,
                 PeerEvent::Deliver {
                     user: user.to_string(),

@@ -178,6 +178,12 @@ pub struct Message {
     /// Ask clients not to store the message (history logging is off).
     pub no_store: bool,
     pub extensions: Vec<Extension>,
+    /// Who answers for the message until it is taken ([`crate::receipt`]); never
+    /// stored nor sent between nodes. An adapter takes it with
+    /// [`Message::take_receipt`] and calls [`crate::Receipt::done`] once its client
+    /// has the message.
+    #[serde(skip)]
+    pub receipt: Option<crate::Receipt>,
 }
 
 impl Message {
@@ -195,7 +201,22 @@ impl Message {
             delay: None,
             no_store: false,
             extensions: Vec::new(),
+            receipt: None,
         }
+    }
+
+    /// The message's receipt, if it has one (the adapter holds it until its client
+    /// has the message; dropping it unhandled routes the message again).
+    pub fn take_receipt(&mut self) -> Option<crate::Receipt> {
+        self.receipt.take()
+    }
+
+    /// A one-to-one message the router answers for until it is taken (see
+    /// [`crate::receipt`]): one that would be kept offline.
+    pub(crate) fn wants_receipt(&self) -> bool {
+        matches!(self.kind, MessageKind::Chat | MessageKind::Normal)
+            && self.recipients.is_empty()
+            && self.has_content()
     }
 
     /// Worth keeping for later when nobody can take it now: text, not only

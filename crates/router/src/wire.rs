@@ -1,9 +1,12 @@
 //! The peer-link wire format. Each frame's envelope (`proto/router.proto`) names the
 //! format of its event batch:
 //!
-//! - format 2 (this release): JSON of [`PeerEvent`] as defined here, addresses typed.
-//!   New optional fields carry `#[serde(default)]`, so this release reads frames of
-//!   a later one that only added fields, and unknown fields are ignored.
+//! - format 3 (this release): JSON of [`PeerEvent`] as defined here, addresses typed,
+//!   with the acknowledged forwarding of messages (`forward`, `receipt`).
+//! - format 2 (the previous release): the same without those two events. New
+//!   optional fields carry `#[serde(default)]`, so a node reads frames of a later
+//!   one that only added fields, and unknown fields are ignored. Spoken to a peer
+//!   that refuses format 3: messages then go as plain deliveries (see [`downgrade`]).
 //! - format 0/1 (the previous release, no format field): its JSON with JID strings
 //!   and XMPP-shaped availability, read by [`decode_v1`], so a node talks to a peer
 //!   one release older while a cluster is upgraded.
@@ -18,7 +21,9 @@ use crate::peer::PeerEvent;
 use crate::{Activity, Availability, Delivery, PresenceState, SubscriptionKind};
 
 /// The format this release writes.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
+/// The previous release's format.
+pub const FORMAT_2: u32 = 2;
 
 pub fn encode(events: &[PeerEvent]) -> Vec<u8> {
     serde_json::to_vec(events).expect("peer events always serialise")
@@ -26,7 +31,7 @@ pub fn encode(events: &[PeerEvent]) -> Vec<u8> {
 
 pub fn decode(format: u32, domains: &Domains, bytes: &[u8]) -> Result<Vec<PeerEvent>, String> {
     match format {
-        FORMAT => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        FORMAT | FORMAT_2 => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
         0 | 1 => decode_v1(domains, bytes),
         other => Err(format!(
             "peer-link format {other} is newer than this node reads"
@@ -322,6 +327,8 @@ pub fn encode_v1(domains: &Domains, events: &[PeerEvent]) -> Vec<u8> {
                 };
                 json!({"e": "deliver", "user": user, "resource": resource, "delivery": d})
             }
+            // Downgraded before (see `encode_for`).
+            PeerEvent::Forward { .. } | PeerEvent::Receipt { .. } => continue,
         });
     }
     serde_json::to_vec(&out).expect("JSON values serialise")
@@ -331,21 +338,48 @@ pub fn encode_v1(domains: &Domains, events: &[PeerEvent]) -> Vec<u8> {
 /// refused this release's frames as undecodable is of the previous release.
 pub fn next_format(current: u32, refusal: Option<&str>) -> u32 {
     match refusal {
-        Some(m)
-            if current == FORMAT && (m.contains("undecodable frame") || m.contains("newer")) =>
-        {
-            0
-        }
+        Some(m) if m.contains("undecodable frame") || m.contains("newer") => match current {
+            FORMAT => FORMAT_2,
+            _ => 0,
+        },
         _ => current,
     }
 }
 
+/// Whether a link speaking `format` carries acknowledged forwarding.
+pub fn forwards(format: u32) -> bool {
+    format >= FORMAT
+}
+
 pub fn encode_for(format: u32, domains: &Domains, events: &[PeerEvent]) -> Vec<u8> {
-    if format == FORMAT {
-        encode(events)
-    } else {
-        encode_v1(domains, events)
+    match format {
+        FORMAT => encode(events),
+        FORMAT_2 => encode(&downgrade(events)),
+        _ => encode_v1(domains, &downgrade(events)),
     }
+}
+
+/// The events as a peer of format 2 or older reads them: a forwarded message as a
+/// plain delivery, receipts left out (such a peer sends none either; see
+/// [`crate::forward`]).
+pub fn downgrade(events: &[PeerEvent]) -> Vec<PeerEvent> {
+    events
+        .iter()
+        .filter_map(|ev| match ev {
+            PeerEvent::Forward {
+                user,
+                resource,
+                message,
+                ..
+            } => Some(PeerEvent::Deliver {
+                user: user.clone(),
+                resource: resource.clone(),
+                delivery: Delivery::Message(message.clone()),
+            }),
+            PeerEvent::Receipt { .. } => None,
+            other => Some(other.clone()),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -410,7 +444,11 @@ mod tests {
     #[test]
     fn a_peer_refusing_this_format_is_spoken_to_in_the_previous_one() {
         assert_eq!(
-            next_format(FORMAT, Some("undecodable frame: unknown field")),
+            next_format(FORMAT, Some("undecodable frame: unknown variant `forward`")),
+            FORMAT_2
+        );
+        assert_eq!(
+            next_format(FORMAT_2, Some("undecodable frame: unknown field")),
             0
         );
         assert_eq!(next_format(FORMAT, Some("connection reset")), FORMAT);

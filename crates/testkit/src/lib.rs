@@ -247,6 +247,17 @@ impl Drop for TestCluster {
     }
 }
 
+/// What an adapter does with a delivered message once its client has it: the
+/// message's receipt is done (else the router routes it again).
+fn taken(mut d: Delivery) -> Delivery {
+    if let Delivery::Message(m) = &mut d
+        && let Some(r) = m.take_receipt()
+    {
+        r.done();
+    }
+    d
+}
+
 /// A neutral test adapter: one session and what it was handed.
 pub struct TestClient {
     pub name: String,
@@ -286,6 +297,7 @@ impl TestClient {
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(d)) => {
+                    let d = taken(d);
                     self.seen.push(d.clone());
                     if pred(&d) {
                         return d;
@@ -303,6 +315,7 @@ impl TestClient {
     /// Assert nothing matching `pred` has arrived so far (after a barrier).
     pub fn assert_none_yet(&mut self, what: &str, pred: impl Fn(&Delivery) -> bool) {
         while let Some(d) = self.rx.try_recv() {
+            let d = taken(d);
             self.seen.push(d.clone());
             self.pending.push_back(d);
         }

@@ -95,7 +95,7 @@ impl Conn {
             .attr("to")
             .map_or_else(|| Ok(Address::user(&s.user)), |t| self.parse_jid(t));
         let res = match to.and_then(|to| self.parse_message(el, to)) {
-            Ok(msg) => s.send_message(msg).await,
+            Ok(msg) => s.send_message_tracked(msg, self.handled.take()).await,
             Err(e) => Err(e),
         };
         let Err(e) = res else {

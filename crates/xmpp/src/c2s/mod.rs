@@ -34,6 +34,7 @@ mod ping;
 mod presence;
 mod roster;
 mod session;
+mod sm;
 mod starttls;
 mod stream;
 mod version;
@@ -60,6 +61,8 @@ enum Item {
 enum End {
     /// Send this stream error (RFC 6120 §4.9.3 condition, text), then close.
     Error(StreamError, String),
+    /// The same with an application-specific condition element (§4.9.4), as XML.
+    ErrorWith(StreamError, String, String),
     /// The client closed the stream (or the connection): close ours.
     Closed,
     /// The connection is gone; nothing can be sent.
@@ -87,12 +90,20 @@ struct Out {
     buf: String,
     /// A flush that takes longer (the client does not read) fails.
     send_timeout: Duration,
+    /// Stanzas pushed so far (mod 2^32): XEP-0198 counts from it.
+    stanzas: u32,
 }
 
 impl Out {
     fn push(&mut self, el: &Element) {
         el.write_to(&mut self.buf, NS_CLIENT);
+        self.stanzas = self.stanzas.wrapping_add(1);
         metrics::counter!("presenced_xmpp_stanzas_out_total").increment(1);
+    }
+
+    /// A top-level element that is not a stanza (XEP-0198's), not counted.
+    fn push_nonza(&mut self, el: &Element) {
+        el.write_to(&mut self.buf, NS_CLIENT);
     }
 
     fn raw(&mut self, s: &str) {
@@ -216,6 +227,7 @@ async fn run(
             w,
             buf: String::new(),
             send_timeout: shared.cfg.send_timeout,
+            stanzas: 0,
         },
         tls,
         user: None,
@@ -223,6 +235,9 @@ async fn run(
         auth_failures: 0,
         peer,
         slot,
+        sm: None,
+        handled: None,
+        taken: Vec::new(),
     };
     // Boxed: negotiation state (TLS handshake, SASL) is large and is freed once the
     // session runs, so an idle session does not carry it.
@@ -255,6 +270,13 @@ struct Conn {
     peer: SocketAddr,
     /// This connection's hold on the connection caps.
     slot: Slot,
+    /// Stream management, once the client enabled it (boxed: most sessions do not).
+    sm: Option<Box<sm::Sm>>,
+    /// For the message being handled: held until it is ([`sm`]).
+    handled: Option<presenced_router::Handled>,
+    /// Receipts of messages in the write being collected, by stanza number: done
+    /// once the write reaches the client (and, with SM, the client acknowledged it).
+    taken: Vec<(u32, presenced_router::Receipt)>,
 }
 
 impl Conn {

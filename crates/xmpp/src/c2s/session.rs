@@ -46,17 +46,31 @@ impl Conn {
         let mut pinged = false;
         let mut tick = tokio::time::interval(cfg.ping_after.min(Duration::from_secs(30)) / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // XEP-0198: the client's messages still being handled, in order.
+        let mut handling = sm::Handling::new();
         loop {
             tokio::select! {
+                Some(()) = futures::StreamExt::next(&mut handling), if !handling.is_empty() => {
+                    self.sm_handled();
+                }
                 f = srx.recv() => {
                     last_in = Instant::now();
                     pinged = false;
                     match f {
+                        Some(Ok(Item::Stanza(el))) if el.ns == sm::NS_SM => {
+                            if let Err(e) = self.sm_element(&el) {
+                                return e;
+                            }
+                        }
                         Some(Ok(Item::Stanza(el))) => {
                             metrics::counter!("presenced_xmpp_stanzas_in_total").increment(1);
+                            self.sm_received(&el, &mut handling);
                             // Boxed: handling may await a Raft write, a large future
                             // that an idle session should not carry.
-                            if let Err(e) = Box::pin(self.stanza(s, *el)).await {
+                            let r = Box::pin(self.stanza(s, *el)).await;
+                            // Not taken (not a message to route): handled now.
+                            self.handled = None;
+                            if let Err(e) = r {
                                 return e;
                             }
                         }
@@ -103,6 +117,14 @@ impl Conn {
             if self.out.flush().await.is_err() {
                 return End::Lost;
             }
+            // The messages just written are the client's now (or wait for its
+            // acknowledgement, which `sm_written` asks for).
+            if let Err(e) = self.sm_written() {
+                return e;
+            }
+            if self.out.flush().await.is_err() {
+                return End::Lost;
+            }
         }
     }
 
@@ -111,9 +133,12 @@ impl Conn {
         match d {
             Delivery::Presence { from, state } => self.deliver_presence(s, &from, state),
             Delivery::Subscription { from, kind } => self.deliver_subscription(s, &from, kind),
-            Delivery::Message(m) => {
+            Delivery::Message(mut m) => {
                 let el = self.message_element(&m);
                 self.out.push(&el);
+                if let Some(r) = m.take_receipt() {
+                    self.taken.push((self.out.stanzas, r));
+                }
             }
             Delivery::Query(q) => self.deliver_query(s, &q),
             Delivery::RosterPush { jid, item, version } => self.roster_push(s, jid, item, version),

@@ -8,25 +8,8 @@ impl Conn {
         match end {
             End::Lost => return,
             End::Closed => {}
-            End::Error(cond, text) => {
-                let cond = cond.as_str();
-                metrics::counter!("presenced_xmpp_stream_errors_total", "condition" => cond)
-                    .increment(1);
-                tracing::info!(condition = cond, "stream error: {text}");
-                if !self.header_sent {
-                    self.send_header();
-                }
-                let mut s = String::from("<stream:error><");
-                s.push_str(cond);
-                s.push_str(" xmlns='");
-                s.push_str(NS_STREAMS_ERR);
-                s.push_str("'/><text xmlns='");
-                s.push_str(NS_STREAMS_ERR);
-                s.push_str("'>");
-                escape_into(&mut s, &text);
-                s.push_str("</text></stream:error>");
-                self.out.raw(&s);
-            }
+            End::Error(cond, text) => self.stream_error(cond, &text, ""),
+            End::ErrorWith(cond, text, app) => self.stream_error(cond, &text, &app),
         }
         self.out.raw("</stream:stream>");
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -34,6 +17,27 @@ impl Conn {
             let _ = self.out.w.shutdown().await;
         })
         .await;
+    }
+
+    fn stream_error(&mut self, cond: StreamError, text: &str, app: &str) {
+        let cond = cond.as_str();
+        metrics::counter!("presenced_xmpp_stream_errors_total", "condition" => cond).increment(1);
+        tracing::info!(condition = cond, "stream error: {text}");
+        if !self.header_sent {
+            self.send_header();
+        }
+        let mut s = String::from("<stream:error><");
+        s.push_str(cond);
+        s.push_str(" xmlns='");
+        s.push_str(NS_STREAMS_ERR);
+        s.push_str("'/><text xmlns='");
+        s.push_str(NS_STREAMS_ERR);
+        s.push_str("'>");
+        escape_into(&mut s, text);
+        s.push_str("</text>");
+        s.push_str(app);
+        s.push_str("</stream:error>");
+        self.out.raw(&s);
     }
 
     pub(super) fn send_header(&mut self) {
@@ -109,6 +113,7 @@ impl Conn {
                     .with_child(Element::new("optional", NS_SESSION)),
             );
             f.push(Element::new("ver", NS_ROSTERVER));
+            f.push(Element::new("sm", sm::NS_SM));
         }
         // stream:features is written with the header's `stream` prefix.
         let mut s = String::new();
@@ -142,6 +147,10 @@ impl Conn {
                     if let Some(bound) = self.bind(&el).await? {
                         return Ok(bound);
                     }
+                }
+                (_, sm::NS_SM) if self.user.is_some() => {
+                    self.sm_before_bind(&el);
+                    self.out.flush().await?;
                 }
                 _ if self.user.is_none() => {
                     return Err(End::Error(

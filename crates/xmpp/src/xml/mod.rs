@@ -224,6 +224,10 @@ fn escape(out: &mut String, s: &str, attr: bool) {
             '\r' => out.push_str("&#xD;"),
             '\n' if attr => out.push_str("&#xA;"),
             '\t' if attr => out.push_str("&#x9;"),
+            // Never a character XML forbids, whatever the text came from (an error
+            // message quoting what a client sent, a note from another protocol):
+            // the peer's parser would end its stream over it.
+            c if !chars::xml_char(c) => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -242,6 +246,24 @@ mod tests {
         assert_eq!(
             e.to_stanza(),
             "<message to='a&apos;b&quot;&lt;c&gt;&amp;'><body>&lt;&amp;&gt;</body><no-store xmlns='urn:xmpp:hints'/></message>"
+        );
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/stanza_handling.rs): a stream error's text
+    /// quoted what the client sent (`</mes\x01>`: "expected `</message>`, but
+    /// `</mes\u{1}>` was found") and was written with the control character raw, so the
+    /// client's parser could not read the stream error.
+    #[test]
+    fn characters_xml_forbids_are_never_written() {
+        let mut s = String::new();
+        escape_into(&mut s, "a\u{1}b\0c\u{FFFE}d\u{1F600}");
+        assert_eq!(s, "a\u{FFFD}b\u{FFFD}c\u{FFFD}d\u{1F600}");
+        let e = Element::new("message", NS_CLIENT)
+            .with_attr("id", "x\u{8}")
+            .with_child(Element::new("body", NS_CLIENT).with_text("\u{1b}[0m"));
+        assert_eq!(
+            e.to_stanza(),
+            "<message id='x\u{FFFD}'><body>\u{FFFD}[0m</body></message>"
         );
     }
 

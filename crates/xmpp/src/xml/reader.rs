@@ -79,6 +79,7 @@ pub enum StreamError {
     PolicyViolation,
     RestrictedXml,
     SystemShutdown,
+    UndefinedCondition,
     UnsupportedStanzaType,
     UnsupportedVersion,
 }
@@ -97,6 +98,7 @@ impl StreamError {
             StreamError::PolicyViolation => "policy-violation",
             StreamError::RestrictedXml => "restricted-xml",
             StreamError::SystemShutdown => "system-shutdown",
+            StreamError::UndefinedCondition => "undefined-condition",
             StreamError::UnsupportedStanzaType => "unsupported-stanza-type",
             StreamError::UnsupportedVersion => "unsupported-version",
         }
