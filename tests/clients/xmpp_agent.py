@@ -16,6 +16,10 @@ STARTTLS, SASL, binding, rosters and presence are slixmpp's own code.
     {"cmd": "raw", "xml": "<message .../>"} / {"cmd": "disconnect"}
     {"cmd": "connect", ..., "trace": true} also emits {"ev": "stanza", "xml": ..}
     for every stanza received.
+    {"cmd": "connect", ..., "sm": true} enables stream management (XEP-0198, slixmpp's
+    xep_0198 plugin, acknowledgement requested after every stanza, no resumption)
+    and emits {"ev": "sm_enabled"} and {"ev": "acked", "id", "name"} for every
+    stanza of ours the server acknowledged.
 
 Events: {"ev": "session_start", "jid": ..}, {"ev": "failed_auth"},
 {"ev": "disconnected"}, {"ev": "presence", "from", "type", "show", "status",
@@ -64,9 +68,17 @@ def error_of(stanza):
 
 
 class Agent(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, ignore_pings=False):
+    def __init__(self, jid, password, ignore_pings=False, sm=False):
         super().__init__(jid, password)
         self.register_plugin("xep_0030")
+        if sm:
+            self.register_plugin("xep_0198", {"window": 1, "allow_resume": False})
+            self.add_event_handler("sm_enabled", lambda *_: emit(ev="sm_enabled"))
+            self.add_event_handler("sm_failed", lambda *_: emit(ev="sm_failed"))
+            self.add_event_handler(
+                "stanza_acked",
+                lambda st: emit(ev="acked", id=st["id"] if "id" in st.keys() else None,
+                                name=st.xml.tag.split("}", 1)[-1]))
         if ignore_pings:
             # A client that reads but never answers the server's pings (and sends no
             # whitespace keepalives): the server must close it after its idle timeout.
@@ -172,7 +184,8 @@ async def handle(agent_box, cmd):
     c = cmd.get("cmd")
     agent = agent_box.get("a")
     if c == "connect":
-        agent = Agent(cmd["jid"], cmd["password"], ignore_pings=bool(cmd.get("ignore_pings")))
+        agent = Agent(cmd["jid"], cmd["password"], ignore_pings=bool(cmd.get("ignore_pings")),
+                      sm=bool(cmd.get("sm")))
         agent_box["a"] = agent
         ctx = ssl.create_default_context()
         if cmd.get("cafile"):

@@ -168,10 +168,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
 }
 
 pub fn tls_connector(c: &Cluster) -> TlsConnector {
+    tls_connector_for(c, 0)
+}
+
+/// A TLS client trusting node `i`'s XMPP certificate.
+pub fn tls_connector_for(c: &Cluster, i: usize) -> TlsConnector {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(c.nodes[0].cert()).unwrap() {
+    for cert in CertificateDer::pem_file_iter(c.nodes[i].cert()).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -260,6 +260,22 @@ impl Agent {
         );
     }
 
+    /// The first event matching `pred` within `within`, if one comes.
+    pub fn try_expect(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(i) = self.pending.iter().position(&pred) {
+            return self.pending.remove(i);
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            match self.next_event(deadline) {
+                Some(v) if pred(&v) => return Some(v),
+                Some(v) => self.pending.push_back(v),
+                None => {}
+            }
+        }
+        None
+    }
+
     /// Assert that no event matching `pred` arrives within `within` (and none is queued).
     pub fn expect_none(&mut self, what: &str, within: Duration, pred: impl Fn(&Value) -> bool) {
         if let Some(v) = self.pending.iter().find(|v| pred(v)) {

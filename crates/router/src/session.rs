@@ -125,14 +125,26 @@ impl Router {
             {
                 self.forward(e.node, user, resource, e.sid, *m).is_ok()
             }
-            (None, d) => self.inner.peers.send(
-                e.node,
-                PeerEvent::Deliver {
-                    user: user.to_string(),
-                    resource: resource.to_string(),
-                    delivery: d,
-                },
-            ),
+            (None, mut d) => {
+                // A peer of the previous release: no receipts; handed over is all
+                // this node can know (its guarantee then).
+                let receipt = match &mut d {
+                    Delivery::Message(m) => m.take_receipt(),
+                    _ => None,
+                };
+                let sent = self.inner.peers.send(
+                    e.node,
+                    PeerEvent::Deliver {
+                        user: user.to_string(),
+                        resource: resource.to_string(),
+                        delivery: d,
+                    },
+                );
+                if sent && let Some(r) = receipt {
+                    r.done();
+                }
+                sent
+            }
         }
     }
 

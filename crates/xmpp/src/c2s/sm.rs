@@ -10,7 +10,9 @@
 //!   error for it; `presenced_router::receipt`), so an acknowledged message is never
 //!   lost with a node that dies after the acknowledgement. Every other stanza is
 //!   handled once the router has taken it. `<r/>` is answered once every stanza
-//!   received before it is handled, in order.
+//!   received before it is handled, in order; and once every stanza received is
+//!   handled, the server says so unasked if it has not yet (§4: an `<a/>` may be sent
+//!   at any time).
 //! - What the server sends: stanzas are counted from `<enabled/>`; after a write that
 //!   carried messages the server asks `<r/>`. A message is done for its sender once
 //!   the client acknowledges it; a session that ends first leaves its unacknowledged
@@ -46,6 +48,8 @@ pub(super) struct Sm {
     unacked: VecDeque<(u32, Receipt)>,
     /// An `<r/>` of ours is unanswered.
     asked: bool,
+    /// The last `h` sent to the client.
+    told: u32,
 }
 
 /// Futures of received stanzas being handled, in order.
@@ -90,6 +94,7 @@ impl Conn {
                     acked: 0,
                     unacked: VecDeque::new(),
                     asked: false,
+                    told: 0,
                 }));
                 self.out.push_nonza(&Element::new("enabled", NS_SM));
                 metrics::counter!("presenced_xmpp_sm_enabled_total").increment(1);
@@ -100,6 +105,7 @@ impl Conn {
                 let at = sm.received;
                 if at_or_after(Self::sm_h(sm), at) {
                     let h = Self::sm_h(sm);
+                    sm.told = h;
                     self.out.push_nonza(&ack(h));
                 } else {
                     sm.asks.push_back(at);
@@ -172,7 +178,14 @@ impl Conn {
             sm.asks.pop_front();
             answer = true;
         }
+        // Everything received is handled and the client has not heard so: tell it
+        // unasked (§4 allows an `<a/>` at any time). Clients that ask before the
+        // stanza they mean (slixmpp's `<r/>` goes out ahead of it) learn it this way.
+        if sm.waiting.is_empty() && h != sm.told {
+            answer = true;
+        }
         if answer {
+            sm.told = h;
             self.out.push_nonza(&ack(h));
         }
     }
