@@ -341,7 +341,7 @@ def main():
                 problems.append(f"a dead node's user stayed online to a watcher for "
                                 f"{msgs['stale_online_max_s']:.1f} s (limit {limit:.1f} s)")
             if msgs["lost"]:
-                problems.append(f"{msgs['lost']} messages lost outside a fault, e.g. {msgs['lost_examples']}")
+                problems.append(f"{msgs['lost']} messages lost ({msgs['lost_acknowledged']} of them acknowledged, the others outside a fault), e.g. {msgs['lost_examples']}")
             if msgs["duplicated"] and a.tolerate_duplicates:
                 print(f"KNOWN DEFECT: {msgs['duplicated']} messages delivered twice, e.g. "
                       f"{msgs['dup_examples']}")
@@ -387,11 +387,13 @@ def main():
     for (k, o), v in sorted(hist.counts.items()):
         print(f"| {k} | {o} | {v} |")
     if msgs:
-        print("\n| messages sent | delivered | bounced | lost in flight (faulty node) | lost |"
+        print("\n| messages sent | acknowledged (XEP-0198) | delivered | bounced |"
+              " unacknowledged, lost in flight (faulty node) | lost (of them acknowledged) |"
               " duplicated | leaks | stale online max s |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-        print(f"| {msgs['messages_sent']} | {msgs['delivered']} | {msgs['bounced']} |"
-              f" {msgs['in_flight_lost']} | {msgs['lost']} | {msgs['duplicated']} | {msgs['leaks']} |"
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(f"| {msgs['messages_sent']} | {msgs['acknowledged']} | {msgs['delivered']} |"
+              f" {msgs['bounced']} | {msgs['in_flight_lost']} |"
+              f" {msgs['lost']} ({msgs['lost_acknowledged']}) | {msgs['duplicated']} | {msgs['leaks']} |"
               f" {msgs['stale_online_max_s']:.2f} ({msgs['stale_samples']} samples) |")
     if a.json:
         print(json.dumps(table))

@@ -3,9 +3,11 @@ nodes chat with each other and change their availability; one user's availabilit
 sharing is off. Every message sent, received or bounced and every presence seen is
 recorded with the time, for the checks at the end:
 
-- every message the sender got no error for arrives exactly once, except those in
-  flight when the sender's or the recipient's node died or was cut off (the window
-  XEP-0198 acknowledgements would close; counted and reported apart);
+- every message the server acknowledged (XEP-0198: the clients enable stream
+  management, slixmpp's plugin, and ask after every stanza) arrives exactly once;
+  one never acknowledged may be lost only if it was in flight when the sender's or
+  the recipient's node died or was cut off (the sender knows it was not taken;
+  counted and reported apart); any other loss is a loss;
 - the hidden user's real availability reaches nobody;
 - a user whose node died is shown unavailable to watchers within
   `peer_dead_after` plus a margin (stale-online seconds, max reported).
@@ -41,6 +43,8 @@ class Client(slixmpp.ClientXMPP):
         self.ssl_context = ssl_ctx()
         self.online = False
         self.node = None
+        self.register_plugin("xep_0198", {"window": 1, "allow_resume": False})
+        self.add_event_handler("stanza_acked", self.on_acked)
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("disconnected", self.on_disconnected)
         self.add_event_handler("message", self.on_message)
@@ -53,7 +57,17 @@ class Client(slixmpp.ClientXMPP):
 
     def on_disconnected(self, _):
         self.online = False
+        # Without resumption the next stream counts from zero; slixmpp keeps its old
+        # counters unless its session ends (it would then take the new stream's first
+        # acknowledgements as covering the old stream's unacknowledged stanzas).
+        self.plugin["xep_0198"].session_end(None)
         self.load.disconnected(self)
+
+    def on_acked(self, st):
+        if st.xml.tag.endswith("}message"):
+            body = st["body"] or ""
+            if body.startswith("chaos:"):
+                self.load.acknowledged(body)
 
     def on_message(self, m):
         body = m["body"] or ""
@@ -81,6 +95,7 @@ class XmppLoad:
         self.sent = {}  # body -> (sender, to, time, node of sender)
         self.got = {}  # body -> count
         self.bounces = set()
+        self.acked = set()  # bodies the server acknowledged (XEP-0198)
         self.homes = []  # (user, node, time) each connection attempt
         self.dups = []  # (body, time received again, receiver's node)
         self.leaks = []
@@ -149,6 +164,10 @@ class XmppLoad:
                 c = self.clients.get(user)
                 self.dups.append((body, round(time.monotonic(), 2), c and c.node))
 
+    def acknowledged(self, body):
+        with self.lock:
+            self.acked.add(body)
+
     def bounced(self, body):
         with self.lock:
             self.bounces.add(body)
@@ -194,21 +213,31 @@ class XmppLoad:
 
     def report(self, faults, dead_after, kills=()):
         """faults: [(start, end, node ids)] monotonic times nodes were dead, paused, cut
-        off (either end of a cut link) or wiped. A message lost while its sender's or recipient's node was under a
-        fault (or within `dead_after` after) was in flight on that node: without XEP-0198
-        acknowledgements nobody told the sender it arrived; those are counted apart. Any
-        other loss is a loss."""
+        off (either end of a cut link) or wiped. A message the server acknowledged must
+        arrive, whatever happened. One never acknowledged and not delivered is counted
+        apart when its sender's or recipient's node was under a fault (or within
+        `dead_after` after): it was in flight there, and the sender was never told it
+        was taken. Any other loss is a loss."""
         with self.lock:
             sent = dict(self.sent)
             got = dict(self.got)
-        lost, in_flight, dup, lost_examples = 0, 0, 0, []
+            acked = set(self.acked)
+        lost, in_flight, dup, lost_examples, lost_acked = 0, 0, 0, [], 0
         for body, (_u, _to, t, sn, rn) in sent.items():
             n = got.get(body, 0)
             if n > 1:
                 dup += 1
             if n == 0 and body not in self.bounces:
-                if any(s - 1 <= t <= e + dead_after + 1 and (sn in v or rn in v)
-                       for s, e, v in faults):
+                if body in acked:
+                    lost += 1
+                    lost_acked += 1
+                    # Where it went: sender's and recipient's node, when, and the
+                    # recipient's connections around then.
+                    homes = [(n, round(ht - t, 1)) for uu, n, ht in self.homes
+                             if uu == _to and -5 < ht - t < 15]
+                    lost_examples.append((body, sn, rn, round(t, 1), homes))
+                elif any(s - 1 <= t <= e + dead_after + 1 and (sn in v or rn in v)
+                         for s, e, v in faults):
                     in_flight += 1
                 else:
                     lost += 1
@@ -218,7 +247,8 @@ class XmppLoad:
             "stale_online_max_s": max(stale, default=0.0),
             "stale_samples": len(stale),
             "messages_sent": len(sent), "delivered": sum(1 for b in sent if got.get(b)),
-            "bounced": len(self.bounces), "in_flight_lost": in_flight, "lost": lost,
+            "bounced": len(self.bounces), "acknowledged": len(acked & set(sent)),
+            "lost_acknowledged": lost_acked, "in_flight_lost": in_flight, "lost": lost,
             "lost_examples": lost_examples[:5], "duplicated": dup, "dup_examples": self.dups[:5], "leaks": len(self.leaks),
             "leak_examples": self.leaks[:3],
         }

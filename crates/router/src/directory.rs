@@ -22,6 +22,31 @@ pub(crate) struct Local {
     /// whose acknowledgement did not commit (a leader lost mid-write) leaves the
     /// messages queued, and the next flush must not hand them to this session again.
     pub offline_sent: Option<u64>,
+    /// The uids of the last messages handed to this session (allocated at the first):
+    /// a message routed again after its receipt was lost (a partition, a node that
+    /// died) is not handed to the same session twice.
+    pub recent: parking_lot::Mutex<Option<Box<Recent>>>,
+}
+
+/// Uids remembered per session.
+const RECENT: usize = 32;
+
+#[derive(Default)]
+pub(crate) struct Recent {
+    uids: [u64; RECENT],
+    next: usize,
+}
+
+impl Recent {
+    /// Remember `uid`; `false` if it was there already.
+    pub fn insert(&mut self, uid: u64) -> bool {
+        if self.uids.contains(&uid) {
+            return false;
+        }
+        self.uids[self.next] = uid;
+        self.next = (self.next + 1) % RECENT;
+        true
+    }
 }
 
 impl Local {
@@ -32,6 +57,7 @@ impl Local {
             roster_ver: 0,
             directed: BTreeSet::new(),
             offline_sent: None,
+            recent: parking_lot::Mutex::new(None),
         }
     }
 }

@@ -17,6 +17,7 @@ mod address;
 mod broadcast;
 mod directory;
 mod events;
+mod flush;
 mod forward;
 mod message;
 mod mirror;
@@ -104,6 +105,8 @@ struct Inner {
     sticky: Mutex<message::StickyMap>,
     peers: Peers,
     next_sid: AtomicU64,
+    /// Message uids ([`Message::uid`]): a random base per process, never 0.
+    next_uid: AtomicU64,
     /// Users whose offline queue is being flushed on this node, and whether another
     /// flush was asked for meanwhile (`offline`): one flush at a time per user.
     flushing: Mutex<HashMap<String, bool>>,
@@ -130,6 +133,7 @@ impl Router {
                 dir: Mutex::new(Directory::default()),
                 sticky: Mutex::new(HashMap::new()),
                 next_sid: AtomicU64::new(base),
+                next_uid: AtomicU64::new((rand::random::<u64>() >> 1) | 1),
                 flushing: Mutex::new(HashMap::new()),
                 forward: forward::Forwarding::new(),
             }),

@@ -173,6 +173,7 @@ impl Session {
         msg.from = self.address();
         msg.delay = None;
         msg.receipt = None;
+        msg.uid = self.router.inner.next_uid.fetch_add(1, Ordering::Relaxed);
         for a in &mut msg.recipients {
             a.delivered = false;
         }

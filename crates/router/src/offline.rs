@@ -38,6 +38,13 @@ pub struct StoredMessage {
     pub no_store: bool,
     #[serde(default)]
     pub extensions: Vec<Extension>,
+    /// The message's uid (added without a version change: older readers ignore it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uid: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn text_plain() -> String {
@@ -103,6 +110,7 @@ pub fn encode(msg: &Message) -> String {
         recipients: msg.recipients.clone(),
         no_store: msg.no_store,
         extensions: msg.extensions.clone(),
+        uid: msg.uid,
     };
     serde_json::to_string(&s).expect("a stored message always serialises")
 }
@@ -130,6 +138,7 @@ pub fn decode(domains: &Domains, payload: &str) -> Result<Message, String> {
                 delay: None,
                 no_store: s.no_store,
                 extensions: s.extensions,
+                uid: s.uid,
                 receipt: None,
             })
         }
@@ -195,8 +204,11 @@ impl Router {
             }
             Ok(Err(r)) => Err(RouteError::OfflineRefused(r)),
         };
-        // Stored, or refused with an error the caller passes on: handled either way.
-        if let Some(rc) = receipt {
+        // Stored: handled. Refused, the caller decides (a client is told; a message
+        // routed again is retried) and holds the receipt meanwhile.
+        if r.is_ok()
+            && let Some(rc) = receipt
+        {
             rc.done();
         }
         r
@@ -206,137 +218,7 @@ impl Router {
     pub fn offline_readable(&self, payload: &str) -> Result<(), String> {
         decode(&self.inner.domains, payload).map(drop)
     }
-
-    /// Hand a user's queued offline messages to one of their sessions, then drop the
-    /// delivered ones from the queue.
-    /// Deliver `user`'s offline queue to `resource`, one flush at a time per user: a
-    /// flush asked for while one runs is done once that one's acknowledgement has been
-    /// applied, so no queued message is read (and delivered) twice. Several messages
-    /// stored at once used to start overlapping flushes that each delivered the whole
-    /// queue (found by scripts/chaos).
-    pub(crate) async fn flush_offline(&self, user: &str, resource: &str) {
-        {
-            let mut f = self.inner.flushing.lock();
-            if let Some(again) = f.get_mut(user) {
-                *again = true;
-                return;
-            }
-            f.insert(user.to_string(), false);
-        }
-        loop {
-            self.flush_offline_once(user, resource).await;
-            let mut f = self.inner.flushing.lock();
-            match f.get_mut(user) {
-                Some(again) if *again => *again = false,
-                _ => {
-                    f.remove(user);
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn flush_offline_once(&self, user: &str, resource: &str) {
-        let queued: Vec<(u64, OfflineMessage)> = self.read(|s| {
-            s.user(user)
-                .map(|d| {
-                    d.offline
-                        .messages
-                        .iter()
-                        .map(|(k, v)| (*k, v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        });
-        if queued.is_empty() {
-            return;
-        }
-        let mut delivered = Vec::new();
-        let mut unreadable = 0u64;
-        {
-            let mut dir = self.inner.dir.lock();
-            let Some(e) = dir.get_mut(user, resource) else {
-                return;
-            };
-            let sid = e.sid;
-            let Some(local) = &mut e.local else {
-                return;
-            };
-            for (seq, om) in &queued {
-                if local.offline_sent.is_some_and(|sent| *seq <= sent) {
-                    // Handed to this session by an earlier flush whose acknowledgement
-                    // has not been applied (yet): acknowledged again below, not resent.
-                    delivered.push(*seq);
-                    continue;
-                }
-                let mut m = match decode(&self.inner.domains, &om.payload) {
-                    Ok(m) => m,
-                    Err(err) => {
-                        unreadable += 1;
-                        tracing::warn!(user, seq, "offline message kept: cannot read it: {err}");
-                        continue;
-                    }
-                };
-                m.delay = Some(Delay {
-                    stamp_ms: om.stamp_ms,
-                });
-                if !self.send_local(user, resource, sid, local, Delivery::Message(Box::new(m))) {
-                    break; // not acknowledged: delivered at the next login
-                }
-                local.offline_sent = Some(*seq);
-                delivered.push(*seq);
-            }
-        }
-        if unreadable > 0 {
-            metrics::counter!("presenced_offline_unreadable_total").increment(unreadable);
-        }
-        let Some(&last) = delivered.last() else {
-            return;
-        };
-        let all_before = queued.iter().take_while(|(s, _)| *s <= last).count() == delivered.len();
-        let cmd = if all_before {
-            Command::OfflineAck {
-                user: user.to_string(),
-                upto: last,
-            }
-        } else {
-            Command::OfflineAckSeqs {
-                user: user.to_string(),
-                seqs: delivered,
-            }
-        };
-        self.ack_offline(user, cmd).await;
-    }
-
-    /// Apply a flush's acknowledgement, retrying while the cluster has no leader (the
-    /// command is idempotent: it drops what is at or below sequence numbers that only
-    /// grow). The user's next flush waits for it, so a message is not handed out
-    /// twice while its acknowledgement is still on its way; past the budget the
-    /// messages stay queued and go, once more, to the user's next session.
-    async fn ack_offline(&self, user: &str, cmd: Command) {
-        let mut backoff = Duration::from_millis(200);
-        let deadline = Instant::now() + OFFLINE_ACK_BUDGET;
-        loop {
-            match self.write(cmd.clone()).await {
-                Ok(_) => return,
-                Err(e) if Instant::now() + backoff < deadline => {
-                    tracing::debug!(user, "offline acknowledgement not applied, retrying: {e}");
-                    metrics::counter!("presenced_offline_ack_retries_total").increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => {
-                    tracing::warn!(user, "offline messages delivered but not acknowledged: {e}");
-                    return;
-                }
-            }
-        }
-    }
 }
-
-/// How long a flush keeps retrying its acknowledgement (a leader election takes
-/// seconds; a minority never gets one).
-const OFFLINE_ACK_BUDGET: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -63,6 +63,12 @@ pub(crate) enum Waiter {
     Local(Option<Handled>),
     /// The node that forwarded the message, under the id it gave it.
     Peer { node: NodeId, id: u64 },
+    /// An offline flush: the queued message `seq` leaves the queue once taken, and
+    /// stays queued otherwise ([`crate::flush`]).
+    Offline {
+        batch: Arc<crate::flush::FlushBatch>,
+        seq: u64,
+    },
 }
 
 struct Pending {
@@ -148,6 +154,7 @@ fn finish(router: Weak<crate::Inner>, waiter: Waiter) {
                 Router { inner }.receipt_for_peer(node, id, true);
             }
         }
+        Waiter::Offline { batch, seq } => batch.taken(seq),
     }
 }
 
@@ -161,10 +168,15 @@ impl Drop for Shared {
             return; // the node is going away
         };
         let router = Router { inner };
-        if let Waiter::Peer { node, id } = p.waiter {
-            // Forwarded to us: the sending node routes it again.
-            router.receipt_for_peer(node, id, false);
-            return;
+        match p.waiter {
+            Waiter::Peer { node, id } => {
+                // Forwarded to us: the sending node routes it again.
+                router.receipt_for_peer(node, id, false);
+                return;
+            }
+            // Still in the offline queue: the next session gets it.
+            Waiter::Offline { .. } => return,
+            Waiter::Local(_) => {}
         }
         metrics::counter!("presenced_messages_rerouted_total").increment(1);
         // Dropped under the directory's lock, often: route again from a task.
@@ -175,33 +187,53 @@ impl Drop for Shared {
 }
 
 impl Router {
-    /// A message whose every copy went away unhandled: route it again.
+    /// A message whose every copy went away unhandled: route it again. While that
+    /// fails (this node is cut off from the cluster's majority and cannot store it)
+    /// it is retried, the receipt still open, so its sender is not told it was taken.
     async fn reroute(&self, p: Pending) {
         let Pending {
-            router,
+            router: _,
             user,
             resource,
-            mut msg,
+            msg,
             reroutes,
             waiter,
         } = p;
         let receipt =
             Receipt::with_reroutes(self, &user, resource.as_deref(), &msg, waiter, reroutes + 1);
-        msg.receipt = Some(receipt.clone());
-        let r = if reroutes >= MAX_REROUTES {
-            self.store_offline(&user, msg).await
-        } else {
-            self.deliver_message(&user, resource.as_deref(), msg).await
-        };
-        match r {
-            Ok(()) => tracing::debug!(user, "message routed again"),
-            Err(e) => {
-                // Nobody to tell: the sender was told it was accepted.
-                metrics::counter!("presenced_messages_lost_total").increment(1);
-                tracing::warn!(user, "a message could not be routed again: {e}");
-                receipt.done();
+        let deadline = tokio::time::Instant::now() + REROUTE_BUDGET;
+        let mut backoff = std::time::Duration::from_millis(200);
+        loop {
+            let mut m = msg.clone();
+            m.receipt = Some(receipt.clone());
+            let r = if reroutes >= MAX_REROUTES {
+                self.store_offline(&user, m).await
+            } else {
+                self.deliver_message(&user, resource.as_deref(), m).await
+            };
+            match r {
+                Ok(()) => {
+                    tracing::debug!(user, "message routed again");
+                    return;
+                }
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::debug!(user, "routing a message again failed, retrying: {e}");
+                    metrics::counter!("presenced_reroute_retries_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => {
+                    // Nobody to tell: the sender was told it was accepted.
+                    metrics::counter!("presenced_messages_lost_total").increment(1);
+                    tracing::warn!(user, "a message could not be routed again: {e}");
+                    receipt.done();
+                    return;
+                }
             }
         }
-        drop(router);
     }
 }
+
+/// How long a message is retried when it cannot be routed again (a partition that
+/// lasts longer gets it counted in `presenced_messages_lost_total`).
+const REROUTE_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);

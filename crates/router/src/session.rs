@@ -154,8 +154,23 @@ impl Router {
         resource: &str,
         sid: u64,
         local: &Local,
-        d: Delivery,
+        mut d: Delivery,
     ) -> bool {
+        if let Delivery::Message(m) = &mut d
+            && m.uid != 0
+            && !local
+                .recent
+                .lock()
+                .get_or_insert_with(Default::default)
+                .insert(m.uid)
+        {
+            // This session has it already: taken.
+            metrics::counter!("presenced_messages_deduplicated_total").increment(1);
+            if let Some(r) = m.take_receipt() {
+                r.done();
+            }
+            return true;
+        }
         match local.tx.try_send(d) {
             Ok(()) => true,
             Err(queue::TrySendError::Full) => {

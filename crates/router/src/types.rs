@@ -178,6 +178,10 @@ pub struct Message {
     /// Ask clients not to store the message (history logging is off).
     pub no_store: bool,
     pub extensions: Vec<Extension>,
+    /// Unique per message accepted from a client (0: none), kept when it is routed
+    /// again, forwarded or stored, so a session handed it twice takes it once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uid: u64,
     /// Who answers for the message until it is taken ([`crate::receipt`]); never
     /// stored nor sent between nodes. An adapter takes it with
     /// [`Message::take_receipt`] and calls [`crate::Receipt::done`] once its client
@@ -201,6 +205,7 @@ impl Message {
             delay: None,
             no_store: false,
             extensions: Vec::new(),
+            uid: 0,
             receipt: None,
         }
     }
@@ -320,4 +325,16 @@ pub enum RouteError {
     Unavailable(String),
     #[error("not allowed: {0}")]
     NotAllowed(String),
+}
+
+impl RouteError {
+    /// A failure of the moment (no leader, a cut-off node): the same request may
+    /// succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RouteError::Unavailable(_))
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
