@@ -12,9 +12,6 @@ fn a_short_seeded_chaos_run_keeps_every_promise() {
         // held to a loose bound here; `scripts/chaos` holds release runs to 3 s.
         .args(["--rounds", "6", "--seed", "20261202", "--hold", "1.5"])
         .args(["--recovery-budget", "10"])
-        // Open defect: a message can still be delivered twice around a partition
-        // (docs/chaos.md); reported in the output, not failed on, until it is fixed.
-        .arg("--tolerate-duplicates")
         .env("PROFILE", "debug")
         .env("CHAOS_NO_BUILD", "1")
         .output()
