@@ -75,7 +75,8 @@ impl Forwarding {
 impl Router {
     /// Forward `msg` (which has a receipt) to session `sid` of `user/resource` on
     /// `node`, holding it until the peer answers. `false`: not sent (no link, or too
-    /// much held for that peer); the caller keeps the message.
+    /// much held for that peer); the caller's copy of the message still holds its
+    /// receipt.
     pub(crate) fn forward(
         &self,
         node: NodeId,
@@ -83,7 +84,7 @@ impl Router {
         resource: &str,
         sid: u64,
         mut msg: Message,
-    ) -> Result<(), Message> {
+    ) -> bool {
         let f = &self.inner.forward;
         let id = f.next_id.fetch_add(1, Ordering::Relaxed);
         let mut wire = msg.clone();
@@ -93,7 +94,7 @@ impl Router {
             let h = held.entry(node).or_default();
             if h.len() >= MAX_HELD {
                 metrics::counter!("presenced_forward_refused_total").increment(1);
-                return Err(msg);
+                return false;
             }
             h.insert(
                 id,
@@ -114,15 +115,14 @@ impl Router {
             message: Box::new(msg),
         };
         if !self.inner.peers.send(node, ev) {
+            // Not sent: forget it (dropping this copy of the receipt; the caller's
+            // copy still answers for the message).
             let back = f.held.lock().get_mut(&node).and_then(|h| h.remove(&id));
-            return match back {
-                Some(h) => Err(h.msg),
-                // Answered already (cannot happen before sending, but harmless).
-                None => Ok(()),
-            };
+            drop(back);
+            return false;
         }
         metrics::counter!("presenced_forwarded_total").increment(1);
-        Ok(())
+        true
     }
 
     /// Every message still held for `node`, to send again on a new link.

@@ -123,7 +123,7 @@ impl Router {
             (None, Delivery::Message(m))
                 if m.receipt.is_some() && self.inner.peers.forwards(e.node) =>
             {
-                self.forward(e.node, user, resource, e.sid, *m).is_ok()
+                self.forward(e.node, user, resource, e.sid, *m)
             }
             (None, mut d) => {
                 // A peer of the previous release: no receipts; handed over is all
