@@ -144,7 +144,7 @@ def leader(cluster):
 
 
 FAULTS = ["kill", "kill_leader", "pause", "pause_leader", "isolate_leader",
-          "isolate_minority", "one_way", "flap", "wipe", "disk_full"]
+          "isolate_minority", "one_way", "flap", "wipe", "disk_full", "slow_disk"]
 
 
 def inject(cluster, kind, rng, hist, hold):
@@ -217,6 +217,14 @@ def inject(cluster, kind, rng, hist, hold):
             kind = "disk_full (the node stopped, restarted)"
         else:
             kind = "disk_full (the node rode it out)"
+    elif kind == "slow_disk":
+        # The node's disk turns slow: every fsync takes 200 ms more (a failing or
+        # overloaded disk). As a follower it must not hold commits back (the other
+        # follower makes the majority); as the leader, writes slow down but none is lost.
+        victim.slow_disk(200)
+        time.sleep(hold)
+        victim.slow_disk(0)
+        hit_leader = None
     elif kind == "wipe":
         # A follower loses its disk: removed, wiped, re-added as a fresh node.
         victim = rng.choice([n for n in nodes if n is not lead])

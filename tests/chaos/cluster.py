@@ -63,9 +63,12 @@ dir = "tls"
     def start(self):
         assert self.proc is None
         log = open(self.log, "a")
+        # The slow-disk fault's control file (crates/storage/src/fault.rs): outside the
+        # data directory, which a wipe removes.
+        env = dict(os.environ, PRESENCED_FAULT_SLOW_DISK=self.slow_file())
         self.proc = subprocess.Popen(
             [os.path.join(self.bins, "presenced"), "--config", self.config],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         self.stopped = False
 
     def alive(self):
@@ -94,6 +97,14 @@ dir = "tls"
         for e in os.listdir(self.data) if os.path.isdir(self.data) else []:
             p = os.path.join(self.data, e)
             shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
+
+    def slow_file(self):
+        return self.config + ".slow-disk-ms"
+
+    def slow_disk(self, ms):
+        """Every fsync of the node takes `ms` longer (0: back to normal)."""
+        with open(self.slow_file(), "w") as f:
+            f.write(str(ms))
 
     def fill_disk(self):
         """Fill the node's filesystem (its own tmpfs) up to the last byte."""

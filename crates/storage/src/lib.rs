@@ -18,6 +18,8 @@
 
 use std::path::Path;
 
+pub mod fault;
+
 /// A storage failure; the node treats it as fatal for the operation at hand.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,6 +105,8 @@ pub struct SledStore {
     meta: sled::Tree,
     snap: sled::Tree,
     sm: std::sync::RwLock<sled::Tree>,
+    /// A slow disk, when a fault test arms one ([`fault`]).
+    slow: Option<fault::SlowDisk>,
 }
 
 fn idx(i: u64) -> [u8; 8] {
@@ -144,6 +148,7 @@ impl SledStore {
             snap: db.open_tree("snapshot")?,
             meta,
             sm: std::sync::RwLock::new(sm),
+            slow: fault::SlowDisk::from_env(),
             db,
         })
     }
@@ -211,6 +216,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<()> {
+        if let Some(s) = &self.slow {
+            s.wait();
+        }
         // One sled log backs every tree: this fsyncs all previous writes.
         self.db.flush()?;
         Ok(())
