@@ -29,12 +29,20 @@ pub(crate) struct Local {
 }
 
 /// Uids remembered per session.
-const RECENT: usize = 32;
+const RECENT: usize = 64;
 
-#[derive(Default)]
 pub(crate) struct Recent {
     uids: [u64; RECENT],
     next: usize,
+}
+
+impl Default for Recent {
+    fn default() -> Recent {
+        Recent {
+            uids: [0; RECENT],
+            next: 0,
+        }
+    }
 }
 
 impl Recent {

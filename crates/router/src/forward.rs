@@ -65,7 +65,8 @@ pub(crate) struct Forwarding {
 impl Forwarding {
     pub fn new() -> Forwarding {
         Forwarding {
-            next_id: AtomicU64::new(rand::random::<u64>() >> 1),
+            // Ids without a message uid: below 2^63, apart from `forward_id`'s.
+            next_id: AtomicU64::new(rand::random::<u64>() >> 2),
             held: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
         }
@@ -86,9 +87,9 @@ impl Router {
         mut msg: Message,
     ) -> bool {
         let f = &self.inner.forward;
-        let id = f.next_id.fetch_add(1, Ordering::Relaxed);
         let mut wire = msg.clone();
         wire.receipt = None;
+        let id;
         {
             let mut held = f.held.lock();
             let h = held.entry(node).or_default();
@@ -96,6 +97,13 @@ impl Router {
                 metrics::counter!("presenced_forward_refused_total").increment(1);
                 return false;
             }
+            // The same message for the same session always gets the same id, so one
+            // routed again after its receipt was lost (a partition) and forwarded to
+            // the same node is delivered once: the receiver remembers the id.
+            id = match forward_id(msg.uid, user, resource) {
+                Some(id) if !h.contains_key(&id) => id,
+                _ => f.next_id.fetch_add(1, Ordering::Relaxed),
+            };
             h.insert(
                 id,
                 Held {
@@ -283,6 +291,18 @@ impl Router {
         // Dropped outside the locks: each receipt routes its message again.
         drop(stale);
     }
+}
+
+/// The forwarding id of message `uid` for `user/resource` (none without a uid).
+fn forward_id(uid: u64, user: &str, resource: &str) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    if uid == 0 {
+        return None;
+    }
+    // SipHash with fixed keys: the same on every run, as the receiver needs.
+    let mut h = std::hash::DefaultHasher::new();
+    (uid, user, resource).hash(&mut h);
+    Some(h.finish() | 1 << 63)
 }
 
 pub(crate) fn spawn_sweeper(router: &Router) {
