@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Seed the xml_stream target with the stanzas the tests send.
+"""Seed the xml_stream and stanza_handling targets with the stanzas the tests send.
 
 Scans the Rust tests (and the XML reader's own tests) for string literals that hold
 XML elements, fills `{...}` format holes with plausible JIDs, and writes one seed per
 stanza (a client stream header, the stanza, the stream end) into
 fuzz/seeds/xml_stream/, plus a few whole sessions. Byte 0 of each seed is the
-target's chunking selector. Run from anywhere; rerunning rewrites the same files.
+target's chunking selector. The same stanzas go to fuzz/seeds/stanza_handling/ as
+what a bound client sends (no header: the target negotiates), alone and after
+initial presence. Run from anywhere; rerunning rewrites the same files.
 """
 import hashlib
 import pathlib
@@ -56,3 +58,14 @@ for i, s in enumerate(sorted(found) + sessions):
         (out / name).write_bytes(data)
         n += 1
 print(f"wrote {n} seeds ({len(found)} stanzas from the tests) to {out}")
+
+bound = top / "fuzz" / "seeds" / "stanza_handling"
+bound.mkdir(parents=True, exist_ok=True)
+n = 0
+for s in sorted(found) + sessions:
+    for body in (s + "</stream:stream>", "<presence/>" + s):
+        data = body.encode("utf-8")
+        name = "test-" + hashlib.sha1(data).hexdigest()[:16]
+        (bound / name).write_bytes(data)
+        n += 1
+print(f"wrote {n} seeds to {bound}")

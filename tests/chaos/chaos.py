@@ -150,7 +150,7 @@ FAULTS = ["kill", "kill_leader", "pause", "pause_leader", "isolate_leader",
 class Probe:
     """After a fault that hits the leader: the first write the rest of the cluster
     acknowledges. One thread per node outside the fault tries a roster write on it
-    again and again (1.5 s each); the first success ends them all. This is the
+    again and again (2 s each); the first success ends them all. This is the
     recovery figure: the time until the majority serves again, whichever node a
     client would try (the writers' own first success after the fault is also kept,
     and can be later when they all happened to wait on the faulty node)."""
@@ -167,7 +167,7 @@ class Probe:
     def _try(self, cluster, n):
         while not self.done.is_set():
             code, _, _ = cluster.ctl(n, "roster", "add", OWNERS[0], "probe@remote.example",
-                                     timeout=1.5)
+                                     timeout=2)
             if code == 0:
                 with self.lock:
                     if self.t is None:
