@@ -247,6 +247,8 @@ def inject(cluster, kind, rng, hist, hold):
         # on without persisting, the majority keeps serving, and once space is freed
         # the node restarts and catches up.
         victim.fill_disk()
+        if hit_leader is not None:
+            probe = Probe(cluster, hist, {victim.id})
         time.sleep(hold)
         victim.free_disk()
         time.sleep(0.5)
@@ -385,11 +387,6 @@ def main():
             except TimeoutError:
                 problems.append(f"round {rnd} ({what}): the cluster did not converge in 30 s")
             if hit is not None:
-                ok = probe.wait(10) if probe else None
-                if ok is not None:
-                    recoveries.append(ok - hit)
-                else:
-                    problems.append(f"round {rnd} ({what}): no write acknowledged within 10 s")
                 seen = None
                 deadline = time.time() + 10
                 while seen is None and time.time() < deadline:
@@ -397,6 +394,11 @@ def main():
                     time.sleep(0.05)
                 if seen is not None:
                     client_recoveries.append(seen - hit)
+                ok = probe.wait(10) if probe else seen
+                if ok is not None:
+                    recoveries.append(ok - hit)
+                else:
+                    problems.append(f"round {rnd} ({what}): no write acknowledged within 10 s")
             for term, ids in leaders_by_term(cluster).items():
                 if len(ids) > 1:
                     problems.append(f"round {rnd}: split brain: nodes {sorted(ids)} lead term {term}")
