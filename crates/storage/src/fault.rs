@@ -23,9 +23,9 @@ impl SlowDisk {
     /// From the environment, if the fault is armed for this process.
     pub(crate) fn from_env() -> Option<SlowDisk> {
         let file = std::env::var_os(ENV)?;
-        tracing::warn!(
+        tracing::info!(
             file = %PathBuf::from(&file).display(),
-            "fault injection: fsync is delayed by the number of milliseconds this file holds"
+            "fault injection armed: fsync is delayed by the number of milliseconds this file holds"
         );
         Some(SlowDisk {
             file: file.into(),
@@ -40,7 +40,11 @@ impl SlowDisk {
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .unwrap_or(0);
-            *c = (Duration::from_millis(ms.min(60_000)), Some(Instant::now()));
+            let d = Duration::from_millis(ms.min(60_000));
+            if d != c.0 {
+                tracing::warn!(delay_ms = ms, "fault injection: fsync delay changed");
+            }
+            *c = (d, Some(Instant::now()));
         }
         c.0
     }

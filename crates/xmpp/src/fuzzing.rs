@@ -25,3 +25,15 @@ pub async fn serve_connection(xmpp: &Xmpp, tcp: TcpStream) -> bool {
 pub fn limits(xmpp: &Xmpp) -> xml::Limits {
     xmpp.shared.limits()
 }
+
+/// The c2s adapter's SASL PLAIN message parser (RFC 4616 §2): authzid, authcid, password.
+pub fn parse_plain(msg: &[u8]) -> Option<(String, String, String)> {
+    c2s::auth::parse_plain(msg)
+}
+
+/// The text of an `<auth/>` or `<response/>` element as the c2s adapter decodes it:
+/// `Ok(None)` for no response, `Ok(Some(bytes))`, or `Err` for bad base64.
+#[allow(clippy::result_unit_err)]
+pub fn decode_sasl(text: &str) -> Result<Option<Vec<u8>>, ()> {
+    c2s::auth::decode_sasl(text)
+}

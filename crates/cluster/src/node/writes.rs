@@ -137,7 +137,19 @@ impl ClusterNode {
             format: crate::format::WIRE,
         });
         req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
-        match c.propose(req).await {
+        // A leader that went silent (cut off, paused) holds the call until the deadline;
+        // once this node follows a new leader, waiting longer tells the caller nothing
+        // more: the outcome is unknown either way, and a retry goes to the new leader.
+        let answer = tokio::select! {
+            r = c.propose(req) => r,
+            () = self.leader_moved_from(id) => {
+                metrics::counter!("presenced_raft_forwards_abandoned_total").increment(1);
+                return Err(ClusterError::Unavailable(format!(
+                    "the leadership moved away from node {id} during the write; it may or may not have been applied"
+                )));
+            }
+        };
+        match answer {
             Ok(r) => {
                 let r = r.into_inner();
                 let out = crate::format::unwire(r.format, &r.outcome)
@@ -159,6 +171,18 @@ impl ClusterNode {
                 )))
             }
             Err(s) => Err(status_to_error(s)),
+        }
+    }
+
+    /// Resolves once this node knows a leader other than `id` (never, if Raft stops).
+    async fn leader_moved_from(&self, id: NodeId) {
+        let mut rx = self.raft.metrics();
+        let moved = rx
+            .wait_for(|m| m.current_leader.is_some_and(|l| l != id))
+            .await
+            .is_ok();
+        if !moved {
+            std::future::pending::<()>().await;
         }
     }
 

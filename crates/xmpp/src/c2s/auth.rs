@@ -273,7 +273,7 @@ fn quoted_nonce(server_first: &[u8]) -> bool {
             .any(|b| matches!(b, b'"' | b'\\' | b'\''))
 }
 
-pub(super) fn decode_sasl(text: &str) -> Result<Option<Vec<u8>>, ()> {
+pub(crate) fn decode_sasl(text: &str) -> Result<Option<Vec<u8>>, ()> {
     let t = text.trim();
     if t.is_empty() {
         return Ok(None);
@@ -294,7 +294,7 @@ fn scram_authcid(msg: &[u8]) -> Option<String> {
 
 /// `authzid NUL authcid NUL password` (RFC 4616 §2), each UTF-8, the last two not
 /// empty, none over 255 bytes.
-fn parse_plain(msg: &[u8]) -> Option<(String, String, String)> {
+pub(crate) fn parse_plain(msg: &[u8]) -> Option<(String, String, String)> {
     let mut parts = msg.split(|b| *b == 0);
     let (z, c, p) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || c.is_empty() || p.is_empty() {

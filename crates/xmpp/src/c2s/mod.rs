@@ -23,7 +23,7 @@ use crate::xml::{Element, Frame, NS_CLIENT, StreamError, StreamReader, XmlError,
 use crate::{Shared, sasl};
 
 mod addr;
-mod auth;
+pub(crate) mod auth;
 mod bind;
 mod disco;
 mod errors;
