@@ -15,7 +15,10 @@ use std::time::Duration;
 use presenced_cluster::{ClusterConfig, ClusterNode, MembershipChange, NodeId, RaftTuning};
 use presenced_model::{Command, Credentials, NewContact, Outcome};
 use presenced_router::queue::Receiver;
-use presenced_router::{Activity, Availability, Delivery, Presence, Router, RouterConfig, Session};
+use presenced_router::{
+    Activity, Address, Availability, Delivery, Message, MessageKind, Presence, Router,
+    RouterConfig, Session,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -247,6 +250,22 @@ impl Drop for TestCluster {
     }
 }
 
+/// A chat message to `to`.
+pub fn chat(to: Address, body: &str) -> Message {
+    let mut m = Message::new(to);
+    m.kind = MessageKind::Chat;
+    m.body = Some(body.into());
+    m
+}
+
+/// The body of a delivered message.
+pub fn body_of(d: &Delivery) -> Option<&str> {
+    match d {
+        Delivery::Message(m) => m.body.as_deref(),
+        _ => None,
+    }
+}
+
 /// What an adapter does with a delivered message once its client has it: the
 /// message's receipt is done (else the router routes it again).
 fn taken(mut d: Delivery) -> Delivery {
@@ -309,6 +328,18 @@ impl TestClient {
                     self.name, self.seen
                 ),
             }
+        }
+    }
+
+    /// Wait for the message with this body.
+    pub async fn expect_body(&mut self, body: &str) -> Message {
+        let b = body.to_string();
+        match self
+            .expect(&format!("message {body:?}"), |d| body_of(d) == Some(&b))
+            .await
+        {
+            Delivery::Message(m) => *m,
+            _ => unreachable!("matched a message"),
         }
     }
 

@@ -4,24 +4,8 @@
 
 use std::time::Duration;
 
-use presenced_router::{Activity, Address, Delivery, Message, MessageKind, handled};
-use presenced_testkit::{TestClient, TestCluster};
-
-fn chat(to: Address, body: &str) -> Message {
-    let mut m = Message::new(to);
-    m.kind = MessageKind::Chat;
-    m.body = Some(body.into());
-    m
-}
-
-async fn expect_body(c: &mut TestClient, body: &str) {
-    let b = body.to_string();
-    c.expect(
-        &format!("message {body:?}"),
-        |d| matches!(d, Delivery::Message(m) if m.body.as_deref() == Some(&b)),
-    )
-    .await;
-}
+use presenced_router::{Activity, Address, Delivery, handled};
+use presenced_testkit::{TestCluster, chat};
 
 /// Resolved within `t`?
 async fn resolves_within(w: presenced_router::HandledWait, t: Duration) -> bool {
@@ -51,7 +35,7 @@ async fn a_forwarded_message_is_handled_once_its_recipient_takes_it() {
             .is_err(),
         "handled before bob's client had it"
     );
-    expect_body(&mut bob, "one").await;
+    bob.expect_body("one").await;
     assert!(wait.await, "handled once bob took it");
 }
 
@@ -80,13 +64,13 @@ async fn a_message_whose_session_ends_before_taking_it_is_stored_not_lost() {
     );
     let mut carol = c.connect(1, "carol", "c2").await;
     c.available(&carol, Activity::Available, 0).await;
-    expect_body(&mut carol, "in flight").await;
+    carol.expect_body("in flight").await;
     alice
         .session()
         .send_message(chat(Address::endpoint("carol", "c2"), "barrier"))
         .await
         .unwrap();
-    expect_body(&mut carol, "barrier").await;
+    carol.expect_body("barrier").await;
     carol.assert_none_yet(
         "a second copy",
         |d| matches!(d, Delivery::Message(m) if m.body.as_deref() == Some("in flight")),
@@ -112,5 +96,5 @@ async fn a_local_message_left_in_a_closed_session_goes_to_the_other_resource() {
     drop(d1);
     // Addressed to a resource that is gone: a chat goes to the bare JID's sessions
     // (RFC 6121 §8.5.3.2.1).
-    expect_body(&mut d2, "to one").await;
+    d2.expect_body("to one").await;
 }

@@ -5,40 +5,15 @@ use std::time::Duration;
 
 use presenced_model::Command;
 use presenced_router::{
-    Activity, Address, Delivery, Extension, ExtensionFormat, Message, MessageKind, PresenceState,
-    Query, QueryKind, RouteError, SubscriptionKind,
+    Activity, Address, Delivery, Extension, ExtensionFormat, MessageKind, PresenceState, Query,
+    QueryKind, RouteError, SubscriptionKind,
 };
-use presenced_testkit::{TestClient, TestCluster};
-
-fn chat(to: Address, body: &str) -> Message {
-    let mut m = Message::new(to);
-    m.kind = MessageKind::Chat;
-    m.body = Some(body.into());
-    m
-}
+use presenced_testkit::{TestCluster, body_of, chat};
 
 fn presence_from(d: &Delivery, from: &Address) -> Option<PresenceState> {
     match d {
         Delivery::Presence { from: f, state } if f == from => Some(state.clone()),
         _ => None,
-    }
-}
-
-fn body_of(d: &Delivery) -> Option<&str> {
-    match d {
-        Delivery::Message(m) => m.body.as_deref(),
-        _ => None,
-    }
-}
-
-async fn expect_body(c: &mut TestClient, body: &str) -> Message {
-    let b = body.to_string();
-    match c
-        .expect(&format!("message {body:?}"), |d| body_of(d) == Some(&b))
-        .await
-    {
-        Delivery::Message(m) => *m,
-        _ => unreachable!(),
     }
 }
 
@@ -93,7 +68,7 @@ async fn presence_crosses_nodes_and_follows_visibility() {
         .send_message(chat(Address::endpoint("alice", "a"), "barrier"))
         .await
         .unwrap();
-    expect_body(&mut alice, "barrier").await;
+    alice.expect_body("barrier").await;
     alice.assert_none_yet("bob's unshared availability", |d| {
         matches!(presence_from(d, &bob_b), Some(PresenceState::Available(_)))
     });
@@ -116,7 +91,7 @@ async fn messages_fork_then_stick_and_keep_extensions() {
     });
     alice.session().send_message(m.clone()).await.unwrap();
     for b in [&mut b1, &mut b2] {
-        let got = expect_body(b, "to all").await;
+        let got = b.expect_body("to all").await;
         assert_eq!(got.extensions, m.extensions, "extensions carried unchanged");
         assert_eq!(
             got.from,
@@ -128,19 +103,19 @@ async fn messages_fork_then_stick_and_keep_extensions() {
         .send_message(chat(Address::user("alice"), "reply"))
         .await
         .unwrap();
-    expect_body(&mut alice, "reply").await;
+    alice.expect_body("reply").await;
     alice
         .session()
         .send_message(chat(Address::user("bob"), "sticky"))
         .await
         .unwrap();
-    expect_body(&mut b2, "sticky").await;
+    b2.expect_body("sticky").await;
     alice
         .session()
         .send_message(chat(Address::endpoint("bob", "b1"), "barrier"))
         .await
         .unwrap();
-    expect_body(&mut b1, "barrier").await;
+    b1.expect_body("barrier").await;
     b1.assert_none_yet("the sticky message", |d| body_of(d) == Some("sticky"));
 }
 
@@ -159,7 +134,7 @@ async fn offline_messages_wait_for_the_next_login_and_go_once() {
     alice.session().send_message(m).await.unwrap();
     let mut carol = c.connect(2, "carol", "c").await;
     c.available(&carol, Activity::Available, 0).await;
-    let got = expect_body(&mut carol, "later").await;
+    let got = carol.expect_body("later").await;
     assert!(got.delay.is_some(), "delivered with its delay stamp");
     carol.disconnect();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -170,7 +145,7 @@ async fn offline_messages_wait_for_the_next_login_and_go_once() {
         .send_message(chat(Address::endpoint("carol", "c2"), "barrier"))
         .await
         .unwrap();
-    expect_body(&mut carol, "barrier").await;
+    carol.expect_body("barrier").await;
     carol.assert_none_yet("a redelivery or the headline", |d| {
         matches!(body_of(d), Some("later" | "headline"))
     });

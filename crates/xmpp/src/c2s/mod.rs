@@ -159,16 +159,26 @@ pub(crate) fn refusal(domain: &str, why: Refused) -> String {
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='",
     );
     escape_into(&mut s, domain);
-    s.push_str("' version='1.0'><stream:error><");
+    s.push_str("' version='1.0'>");
+    stream_error_into(&mut s, cond, text, "");
+    s.push_str("</stream:stream>");
+    s
+}
+
+/// `<stream:error>` with a condition (RFC 6120 §4.9.3), its text, and an optional
+/// application-specific condition element (§4.9.4, as XML).
+fn stream_error_into(s: &mut String, cond: &str, text: &str, app: &str) {
+    s.push_str("<stream:error><");
     s.push_str(cond);
     s.push_str(" xmlns='");
     s.push_str(NS_STREAMS_ERR);
     s.push_str("'/><text xmlns='");
     s.push_str(NS_STREAMS_ERR);
     s.push_str("'>");
-    s.push_str(text);
-    s.push_str("</text></stream:error></stream:stream>");
-    s
+    escape_into(s, text);
+    s.push_str("</text>");
+    s.push_str(app);
+    s.push_str("</stream:error>");
 }
 
 pub(crate) async fn handle(

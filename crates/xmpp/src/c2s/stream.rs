@@ -26,17 +26,8 @@ impl Conn {
         if !self.header_sent {
             self.send_header();
         }
-        let mut s = String::from("<stream:error><");
-        s.push_str(cond);
-        s.push_str(" xmlns='");
-        s.push_str(NS_STREAMS_ERR);
-        s.push_str("'/><text xmlns='");
-        s.push_str(NS_STREAMS_ERR);
-        s.push_str("'>");
-        escape_into(&mut s, text);
-        s.push_str("</text>");
-        s.push_str(app);
-        s.push_str("</stream:error>");
+        let mut s = String::new();
+        stream_error_into(&mut s, cond, text, app);
         self.out.raw(&s);
     }
 

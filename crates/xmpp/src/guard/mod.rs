@@ -25,7 +25,7 @@ use tokio::time::Instant;
 pub(crate) use limits::accept_with_backoff;
 pub(crate) use limits::ip_key;
 pub use limits::{connection_cap, fd_reserve, open_file_limit};
-use pool::{Pool, PoolState};
+use pool::{Class, Pool, PoolState};
 pub(crate) use throttle::Blocks;
 use throttle::{Account, MAX_BAD_PER_ACCOUNT, Record, Throttle, tracked};
 
@@ -194,7 +194,11 @@ impl Guard {
         let rec = tracked(&mut t.ips, key, now, Record::new, |r| {
             r.expired(now, window)
         });
-        let clean = rec.as_ref().is_none_or(|r| r.recent(now, window) == 0);
+        let class = match &rec {
+            Some(r) if r.trusted(now, window) => Class::Trusted,
+            Some(r) if r.recent(now, window) > 0 => Class::Suspect,
+            _ => Class::Clean,
+        };
         let counted = match rec {
             Some(r) => {
                 r.in_flight += 1;
@@ -206,7 +210,7 @@ impl Guard {
             guard: self.clone(),
             key,
             counted,
-            clean,
+            class,
         })
     }
 
@@ -275,15 +279,25 @@ impl Guard {
     /// the account (its per-address count stays: a valid account of one's own does not
     /// reset the guessing budget).
     pub(crate) fn succeeded(&self, ip: IpAddr, account: &str) {
-        let key = ip_key(ip);
-        if let Some(a) = lock(&self.throttle).accounts.get_mut(account) {
+        let (key, now) = (ip_key(ip), Instant::now());
+        let window = self.cfg.auth_failure_window;
+        let mut t = lock(&self.throttle);
+        if let Some(a) = t.accounts.get_mut(account) {
             a.bad.remove(&key);
+        }
+        // Its next attempts go first (a burst from fresh addresses, each clean until it
+        // fails, must not crowd out those that just logged in).
+        if let Some(r) = tracked(&mut t.ips, key, now, Record::new, |r| {
+            r.expired(now, window)
+        }) {
+            r.last_success = Some(now);
         }
     }
 
     /// Run a password derivation off the async workers, at most `auth_concurrency` at
     /// once, with `auth_queue` waiting; past that it is refused (`AuthBusy`). Attempts
-    /// from addresses without recent failures go first, and one arriving at a full
+    /// from addresses that logged in lately go first, then those without recent
+    /// failures (see [`pool`]), and one arriving at a full
     /// queue takes the place of the newest suspect one: a guessing burst delays its
     /// own attempts, not the owner's. The work runs to its end even if the caller goes
     /// away, holding its slot.
@@ -292,7 +306,7 @@ impl Guard {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let permit = self.pool.acquire(attempt.clean).await?;
+        let permit = self.pool.acquire(attempt.class).await?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f()
@@ -307,8 +321,8 @@ pub(crate) struct Attempt {
     guard: Arc<Guard>,
     key: IpAddr,
     counted: bool,
-    /// No failures from this address in the window.
-    clean: bool,
+    /// How far its address is trusted (the order it is served in).
+    class: Class,
 }
 
 impl Drop for Attempt {

@@ -1,4 +1,7 @@
-//! The password-derivation slots: a bounded pool with a two-class waiting line.
+//! The password-derivation slots: a bounded pool with a waiting line in three classes:
+//! addresses that logged in lately (trusted), addresses without recent failures
+//! (clean), the others (suspect). A class goes before the ones after it, and one
+//! arriving at a full line takes the place of the newest waiter of a later class.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -7,7 +10,17 @@ use tokio::sync::oneshot;
 
 use super::{Refused, lock};
 
-/// The derivation slots: a bounded pool with a two-class waiting line.
+/// How far an attempt's address is trusted (the order of service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Class {
+    /// Logged in successfully within the failure window.
+    Trusted = 0,
+    /// No failures within the window.
+    Clean = 1,
+    Suspect = 2,
+}
+
+/// The derivation slots: a bounded pool with a three-class waiting line.
 pub(super) struct Pool {
     pub(super) max: usize,
     pub(super) queue: usize,
@@ -17,34 +30,34 @@ pub(super) struct Pool {
 #[derive(Default)]
 pub(super) struct PoolState {
     pub(super) running: usize,
-    pub(super) clean: VecDeque<oneshot::Sender<PoolPermit>>,
-    pub(super) suspect: VecDeque<oneshot::Sender<PoolPermit>>,
+    /// Waiters by class (index: `Class as usize`).
+    pub(super) waiting: [VecDeque<oneshot::Sender<PoolPermit>>; 3],
 }
 
 /// One running derivation; handed to the next waiter when dropped.
 pub(super) struct PoolPermit(Arc<Pool>);
 
 impl Pool {
-    pub(super) async fn acquire(self: &Arc<Self>, clean: bool) -> Result<PoolPermit, Refused> {
+    pub(super) async fn acquire(self: &Arc<Self>, class: Class) -> Result<PoolPermit, Refused> {
         let rx = {
             let mut st = lock(&self.st);
             if st.running < self.max {
                 st.running += 1;
                 return Ok(PoolPermit(self.clone()));
             }
-            if st.clean.len() + st.suspect.len() >= self.queue {
-                // Full: a clean attempt displaces the newest suspect one (whose
-                // waiter then sees its sender gone: busy).
-                if !clean || st.suspect.pop_back().is_none() {
+            let queued: usize = st.waiting.iter().map(VecDeque::len).sum();
+            if queued >= self.queue {
+                // Full: displace the newest waiter of the least trusted class after
+                // this one (it then sees its sender gone: busy).
+                let displaced = (class as usize + 1..3)
+                    .rev()
+                    .any(|c| st.waiting[c].pop_back().is_some());
+                if !displaced {
                     return Err(Refused::AuthBusy);
                 }
             }
             let (tx, rx) = oneshot::channel();
-            if clean {
-                st.clean.push_back(tx);
-            } else {
-                st.suspect.push_back(tx);
-            }
+            st.waiting[class as usize].push_back(tx);
             rx
         };
         rx.await.map_err(|_| Refused::AuthBusy)
@@ -56,7 +69,7 @@ impl Drop for PoolPermit {
         let pool = &self.0;
         let next = {
             let mut st = lock(&pool.st);
-            match st.clean.pop_front().or_else(|| st.suspect.pop_front()) {
+            match st.waiting.iter_mut().find_map(VecDeque::pop_front) {
                 Some(tx) => tx,
                 None => {
                     st.running -= 1;

@@ -118,19 +118,19 @@ fn the_cap_stays_below_the_open_file_limit() {
     assert_eq!(connection_cap(0, None), (10_000, None));
 }
 
-/// Run one verification per entry of `who` (true: from a clean address), started
-/// 5 ms apart, each taking 50 ms; the order they ran in (by index), and the refused.
-async fn run_verifications(g: &Arc<Guard>, who: &[bool]) -> (Vec<usize>, Vec<usize>) {
+/// Run one verification per entry of `who` (the class of its address), started 5 ms
+/// apart, each taking 50 ms; the order they ran in (by index), and the refused.
+async fn run_verifications(g: &Arc<Guard>, who: &[Class]) -> (Vec<usize>, Vec<usize>) {
     let running = Arc::new(AtomicUsize::new(0));
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    for (i, clean) in who.iter().enumerate() {
+    for (i, class) in who.iter().enumerate() {
         let (g, running, order) = (g.clone(), running.clone(), order.clone());
         let attempt = Attempt {
             guard: g.clone(),
             key: ip("10.0.0.1"),
             counted: false,
-            clean: *clean,
+            class: *class,
         };
         tasks.push(tokio::spawn(async move {
             g.verify(&attempt, move || {
@@ -159,7 +159,7 @@ async fn run_verifications(g: &Arc<Guard>, who: &[bool]) -> (Vec<usize>, Vec<usi
 async fn verifications_are_bounded_and_the_excess_refused() {
     let g = Guard::new(cfg());
     // One runs, two wait, the other three are refused.
-    let (order, busy) = run_verifications(&g, &[false; 6]).await;
+    let (order, busy) = run_verifications(&g, &[Class::Suspect; 6]).await;
     assert_eq!(order, vec![0, 1, 2]);
     assert_eq!(busy, vec![3, 4, 5]);
     assert_eq!(lock(&g.pool.st).running, 0, "every slot came back");
@@ -170,9 +170,31 @@ async fn clean_addresses_go_before_suspect_ones() {
     let g = Guard::new(cfg());
     // 0 runs; 1 and 2 (suspect) wait; 3 (clean) finds the line full and takes the
     // place of 2, then runs before 1.
-    let (order, busy) = run_verifications(&g, &[false, false, false, true]).await;
+    let s = Class::Suspect;
+    let (order, busy) = run_verifications(&g, &[s, s, s, Class::Clean]).await;
     assert_eq!(order, vec![0, 3, 1]);
     assert_eq!(busy, vec![2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_that_logged_in_go_before_a_burst_of_fresh_ones() {
+    let g = Guard::new(cfg());
+    // A burst from fresh addresses fills the line with clean attempts (none has
+    // failed yet); one from an address that just logged in takes the newest one's
+    // place and runs next.
+    let c = Class::Clean;
+    let (order, busy) = run_verifications(&g, &[c, c, c, Class::Trusted]).await;
+    assert_eq!(order, vec![0, 3, 1]);
+    assert_eq!(busy, vec![2]);
+}
+
+#[test]
+fn a_successful_login_makes_its_address_trusted() {
+    let g = Guard::new(cfg());
+    let a = ip("10.3.0.1");
+    assert_eq!(g.begin(a, "x").unwrap().class, Class::Clean);
+    g.succeeded(a, "x");
+    assert_eq!(g.begin(a, "x").unwrap().class, Class::Trusted);
 }
 
 #[test]
@@ -180,7 +202,7 @@ fn attempts_in_flight_count_against_the_address() {
     let g = Guard::new(cfg());
     let a = ip("10.2.0.1");
     let first = g.begin(a, "x").unwrap();
-    assert!(first.clean);
+    assert_eq!(first.class, Class::Clean);
     let second = g.begin(a, "y").unwrap();
     let third = g.begin(a, "z").unwrap();
     // Three in flight: the budget of three is taken until they end.
@@ -190,7 +212,11 @@ fn attempts_in_flight_count_against_the_address() {
     g.failed(a, Some("w"));
     drop((again, second, third));
     let after = g.begin(a, "v").unwrap();
-    assert!(!after.clean, "a failure makes the address suspect");
+    assert_eq!(
+        after.class,
+        Class::Suspect,
+        "a failure makes the address suspect"
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,8 @@ pub(super) struct Record {
     /// Attempts being verified now (an address's budget counts them as failures to
     /// come, so parallel connections do not overrun it).
     pub(super) in_flight: u32,
+    /// The last successful login from this address.
+    pub(super) last_success: Option<Instant>,
 }
 
 impl Record {
@@ -29,6 +31,7 @@ impl Record {
             since: now,
             blocked_until: None,
             in_flight: 0,
+            last_success: None,
         }
     }
 
@@ -37,7 +40,16 @@ impl Record {
     }
 
     pub(super) fn expired(&self, now: Instant, window: Duration) -> bool {
-        self.in_flight == 0 && !self.blocked(now) && now.duration_since(self.since) > window
+        self.in_flight == 0
+            && !self.blocked(now)
+            && now.duration_since(self.since) > window
+            && !self.trusted(now, window)
+    }
+
+    /// A login from this address succeeded within the window.
+    pub(super) fn trusted(&self, now: Instant, window: Duration) -> bool {
+        self.last_success
+            .is_some_and(|t| now.duration_since(t) <= window)
     }
 
     /// Failures counted in the current window.
