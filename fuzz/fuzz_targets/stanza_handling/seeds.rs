@@ -1,6 +1,5 @@
 //! The committed seeds of `stanza_handling` (written with `scripts/fuzz --seeds`).
 
-
 /// What a client sends once bound, one feature at a time and as whole sessions
 /// (`tools/stanzas_from_tests.py` adds the stanzas the tests send, as `test-*`).
 pub(crate) fn seeds() -> Vec<Vec<u8>> {
