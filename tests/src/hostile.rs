@@ -361,3 +361,30 @@ pub async fn open_silent(port: u16, n: usize, net: u8) -> (Vec<TcpStream>, Vec<D
     }
     (held, refused_after, failed_connects)
 }
+
+/// Write `bytes` one at a time, 200 ms apart, on `io` while reading whatever comes
+/// back: `true` if the server closed the connection within `within`.
+pub async fn trickle_until_closed<S>(io: S, bytes: Vec<u8>, within: Duration) -> bool
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let writer = tokio::spawn(async move {
+        for b in bytes {
+            if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        match tokio::time::timeout(within, rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => continue,
+            Err(_) => break false,
+        }
+    };
+    writer.abort();
+    closed
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use presenced_e2e::hostile::*;
 use presenced_e2e::xmpp::stream_header;
 use presenced_e2e::{DOMAIN, metric};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 
 // ---------------------------------------------------------------- tests
@@ -63,24 +63,7 @@ fn silent_and_trickling_clients_are_cut_at_the_negotiation_deadline() {
             tasks.push(tokio::spawn(async move {
                 let t0 = Instant::now();
                 let tcp = tcp_from(Ipv4Addr::new(127, 0, 4, 30 + i), port).await.unwrap();
-                let (mut rd, mut wr) = tcp.into_split();
-                let writer = tokio::spawn(async move {
-                    for b in stream_header().bytes() {
-                        if wr.write_all(&[b]).await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                });
-                let mut buf = [0u8; 1024];
-                let closed = loop {
-                    match tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => break true,
-                        Ok(Ok(_)) => continue,
-                        Err(_) => break false,
-                    }
-                };
-                writer.abort();
+                let closed = trickle_until_closed(tcp, stream_header().into_bytes(), Duration::from_secs(15)).await;
                 ("header a byte at a time", t0.elapsed(), closed)
             }));
         }
@@ -90,25 +73,8 @@ fn silent_and_trickling_clients_are_cut_at_the_negotiation_deadline() {
             tasks.push(tokio::spawn(async move {
                 let t0 = Instant::now();
                 let r = starttls(Ipv4Addr::new(127, 0, 4, 40 + i), port, &tls).await.unwrap();
-                let (mut rd, mut wr) = tokio::io::split(r.io);
-                let writer = tokio::spawn(async move {
-                    let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldC1wdy0x</auth>";
-                    for b in auth.bytes() {
-                        if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                });
-                let mut buf = [0u8; 1024];
-                let closed = loop {
-                    match tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => break true,
-                        Ok(Ok(_)) => continue,
-                        Err(_) => break false,
-                    }
-                };
-                writer.abort();
+                let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldC1wdy0x</auth>";
+                let closed = trickle_until_closed(r.io, auth.as_bytes().to_vec(), Duration::from_secs(15)).await;
                 ("SASL a byte at a time inside TLS", t0.elapsed(), closed)
             }));
         }
@@ -122,24 +88,7 @@ fn silent_and_trickling_clients_are_cut_at_the_negotiation_deadline() {
                 tokio::time::sleep(Duration::from_millis(2500)).await;
                 let name = rustls_pki_types::ServerName::try_from(DOMAIN).unwrap();
                 let io = tls.connect(name, tcp).await.unwrap();
-                let (mut rd, mut wr) = tokio::io::split(io);
-                let writer = tokio::spawn(async move {
-                    for b in stream_header().bytes() {
-                        if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                });
-                let mut buf = [0u8; 1024];
-                let closed = loop {
-                    match tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => break true,
-                        Ok(Ok(_)) => continue,
-                        Err(_) => break false,
-                    }
-                };
-                writer.abort();
+                let closed = trickle_until_closed(io, stream_header().into_bytes(), Duration::from_secs(15)).await;
                 ("direct TLS late, then the header a byte at a time", t0.elapsed(), closed)
             }));
         }
@@ -152,25 +101,8 @@ fn silent_and_trickling_clients_are_cut_at_the_negotiation_deadline() {
                     .await
                     .unwrap();
                 let t0 = Instant::now();
-                let (mut rd, mut wr) = tokio::io::split(r.io);
-                let writer = tokio::spawn(async move {
-                    let m = format!("<message to='bob@{DOMAIN}'><body>{}", "x".repeat(200));
-                    for b in m.bytes() {
-                        if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                });
-                let mut buf = [0u8; 1024];
-                let closed = loop {
-                    match tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => break true,
-                        Ok(Ok(_)) => continue,
-                        Err(_) => break false,
-                    }
-                };
-                writer.abort();
+                let m = format!("<message to='bob@{DOMAIN}'><body>{}", "x".repeat(200));
+                let closed = trickle_until_closed(r.io, m.into_bytes(), Duration::from_secs(15)).await;
                 ("a stanza a byte at a time after login", t0.elapsed(), closed)
             }));
         }

@@ -76,8 +76,10 @@ struct Pending {
     /// The recipient (a local user) and the resource it was addressed to.
     user: String,
     resource: Option<String>,
-    /// A copy without receipt, to route again.
-    msg: Message,
+    /// A copy without receipt, to route again: kept only for a message this node
+    /// routes again itself (`Waiter::Local`); a forwarded one is routed again by its
+    /// sender, a queued offline one stays queued.
+    msg: Option<Message>,
     reroutes: u8,
     waiter: Waiter,
 }
@@ -122,8 +124,11 @@ impl Receipt {
         waiter: Waiter,
         reroutes: u8,
     ) -> Receipt {
-        let mut copy = msg.clone();
-        copy.receipt = None;
+        let copy = matches!(waiter, Waiter::Local(_)).then(|| {
+            let mut c = msg.clone();
+            c.receipt = None;
+            c
+        });
         metrics::gauge!("presenced_receipts_open").increment(1.0);
         Receipt(Arc::new(Shared(Mutex::new(Some(Pending {
             router: Arc::downgrade(&router.inner),
@@ -199,6 +204,10 @@ impl Router {
             reroutes,
             waiter,
         } = p;
+        // Only a `Waiter::Local` receipt comes here, and it always keeps its copy.
+        let Some(msg) = msg else {
+            return;
+        };
         let receipt =
             Receipt::with_reroutes(self, &user, resource.as_deref(), &msg, waiter, reroutes + 1);
         let deadline = tokio::time::Instant::now() + REROUTE_BUDGET;

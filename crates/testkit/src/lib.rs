@@ -343,6 +343,17 @@ impl TestClient {
         }
     }
 
+    /// Wait until everything `sender` sent this session before now has arrived: it
+    /// sends a message here, and one sender's messages keep their order.
+    pub async fn barrier_from(&mut self, sender: &TestClient) {
+        sender
+            .session()
+            .send_message(chat(self.session().address(), "barrier"))
+            .await
+            .expect("barrier sent");
+        self.expect_body("barrier").await;
+    }
+
     /// Assert nothing matching `pred` has arrived so far (after a barrier).
     pub fn assert_none_yet(&mut self, what: &str, pred: impl Fn(&Delivery) -> bool) {
         while let Some(d) = self.rx.try_recv() {

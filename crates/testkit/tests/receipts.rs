@@ -65,12 +65,7 @@ async fn a_message_whose_session_ends_before_taking_it_is_stored_not_lost() {
     let mut carol = c.connect(1, "carol", "c2").await;
     c.available(&carol, Activity::Available, 0).await;
     carol.expect_body("in flight").await;
-    alice
-        .session()
-        .send_message(chat(Address::endpoint("carol", "c2"), "barrier"))
-        .await
-        .unwrap();
-    carol.expect_body("barrier").await;
+    carol.barrier_from(&alice).await;
     carol.assert_none_yet(
         "a second copy",
         |d| matches!(d, Delivery::Message(m) if m.body.as_deref() == Some("in flight")),

@@ -64,11 +64,7 @@ async fn presence_crosses_nodes_and_follows_visibility() {
         matches!(presence_from(d, &bob_b), Some(PresenceState::Available(a)) if a.activity == Activity::Busy)
     })
     .await;
-    bob.session()
-        .send_message(chat(Address::endpoint("alice", "a"), "barrier"))
-        .await
-        .unwrap();
-    alice.expect_body("barrier").await;
+    alice.barrier_from(&bob).await;
     alice.assert_none_yet("bob's unshared availability", |d| {
         matches!(presence_from(d, &bob_b), Some(PresenceState::Available(_)))
     });
@@ -110,12 +106,7 @@ async fn messages_fork_then_stick_and_keep_extensions() {
         .await
         .unwrap();
     b2.expect_body("sticky").await;
-    alice
-        .session()
-        .send_message(chat(Address::endpoint("bob", "b1"), "barrier"))
-        .await
-        .unwrap();
-    b1.expect_body("barrier").await;
+    b1.barrier_from(&alice).await;
     b1.assert_none_yet("the sticky message", |d| body_of(d) == Some("sticky"));
 }
 
@@ -140,12 +131,7 @@ async fn offline_messages_wait_for_the_next_login_and_go_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut carol = c.connect(1, "carol", "c2").await;
     c.available(&carol, Activity::Available, 0).await;
-    alice
-        .session()
-        .send_message(chat(Address::endpoint("carol", "c2"), "barrier"))
-        .await
-        .unwrap();
-    carol.expect_body("barrier").await;
+    carol.barrier_from(&alice).await;
     carol.assert_none_yet("a redelivery or the headline", |d| {
         matches!(body_of(d), Some("later" | "headline"))
     });

@@ -33,6 +33,9 @@ pub(super) const NS_SM: &str = "urn:xmpp:sm:3";
 /// not answer `<r/>`): their receipts then route them again.
 const MAX_UNACKED: usize = 4096;
 
+/// Unanswered `<r/>`s kept per session.
+const MAX_ASKS: usize = 64;
+
 pub(super) struct Sm {
     /// Stanzas received since `<enabled/>` (mod 2^32).
     received: u32,
@@ -108,6 +111,12 @@ impl Conn {
                     sm.told = h;
                     self.out.push_nonza(&ack(h));
                 } else {
+                    // Bounded: targets only grow, so the answer to a later `<r/>` covers
+                    // an earlier one dropped here (a client asking in a loop while a
+                    // message waits must not grow the session without bound).
+                    if sm.asks.len() >= MAX_ASKS {
+                        sm.asks.pop_front();
+                    }
                     sm.asks.push_back(at);
                 }
             }
