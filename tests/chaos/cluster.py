@@ -49,8 +49,8 @@ http = "{self.http}"
 xmpp = "{self.ip}:{self.xmpp_port}"
 [raft]
 heartbeat_ms = {heartbeat_ms}
-election_min_ms = {heartbeat_ms * 5}
-election_max_ms = {heartbeat_ms * 10}
+election_min_ms = {heartbeat_ms * 3}
+election_max_ms = {heartbeat_ms * 6}
 timeout_ms = 3000
 cache_mb = 16
 [router]

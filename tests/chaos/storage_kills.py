@@ -19,6 +19,88 @@ from cluster import Cluster  # noqa: E402
 
 OWNERS = [f"s{i}" for i in range(20)]
 PER_CALL = 25
+# An owner's list is reset (the user removed with everything on it, and added again)
+# once it holds this many acknowledged items: the state stays near 20 x CAP items, so
+# a restart and a check cost the same at kill 1,000 as at kill 10, and removals (of
+# one contact, and of a whole account) are put through the kills as well as adds.
+CAP = 15_000
+
+
+class Model:
+    """What each owner's list must hold. `live`: acknowledged adds not removed since;
+    `gone`: acknowledged removals (absent for good: every contact name is used once);
+    `unsure`: items whose last change was not acknowledged (the kill came first), so
+    either answer is right. One writer at a time works on an owner (`busy`)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.live = {o: set() for o in OWNERS}
+        self.gone = {o: set() for o in OWNERS}
+        self.unsure = {o: set() for o in OWNERS}
+        self.busy = set()
+        self.counter = 0
+        self.ops = {"add": 0, "remove": 0, "reset": 0, "unknown outcome": 0}
+
+    def take(self, rng):
+        with self.lock:
+            free = [o for o in OWNERS if o not in self.busy]
+            if not free:
+                return None
+            o = rng.choice(free)
+            self.busy.add(o)
+            return o
+
+    def give_back(self, o):
+        with self.lock:
+            self.busy.discard(o)
+
+    def names(self, n):
+        with self.lock:
+            base = self.counter
+            self.counter += n
+        return [f"k{base + j}@remote.example" for j in range(n)]
+
+    def acked_items(self):
+        with self.lock:
+            return sum(len(v) for v in self.live.values())
+
+
+def step(c, node, m, rng):
+    """One operation on one owner, recorded with the outcome the client saw."""
+    o = m.take(rng)
+    if o is None:
+        time.sleep(0.01)
+        return
+    try:
+        live = m.live[o]
+        if len(live) >= CAP:
+            code, _, _ = c.ctl(node, "user", "remove", o, timeout=3)
+            with m.lock:
+                (m.gone[o] if code == 0 else m.unsure[o]).update(live)
+                live.clear()
+                m.ops["reset" if code == 0 else "unknown outcome"] += 1
+            # Back as a user (whether or not the removal was applied): until then the
+            # owner is busy, so nothing else is recorded against it.
+            while True:
+                code, _, _ = c.ctl(node, "user", "add", o, "--password", "pw-" + o, timeout=3)
+                if code in (0, 4):
+                    return
+                time.sleep(0.2)
+        elif live and rng.random() < 0.1:
+            item = rng.choice(sorted(live)) if len(live) < 64 else next(iter(live))
+            code, _, _ = c.ctl(node, "roster", "remove", o, item, timeout=3)
+            with m.lock:
+                live.discard(item)
+                (m.gone[o] if code == 0 else m.unsure[o]).add(item)
+                m.ops["remove" if code == 0 else "unknown outcome"] += 1
+        else:
+            contacts = m.names(PER_CALL)
+            code, _, _ = c.ctl(node, "roster", "add", o, *contacts, timeout=3)
+            with m.lock:
+                (live if code == 0 else m.unsure[o]).update(contacts)
+                m.ops["add" if code == 0 else "unknown outcome"] += 1
+    finally:
+        m.give_back(o)
 
 
 def main():
@@ -34,9 +116,7 @@ def main():
     print(f"storage kills: seed {seed}, {a.kills} kills", flush=True)
     c = Cluster(a.run, a.bins, 1)
     node = c.nodes[0]
-    acked = {o: set() for o in OWNERS}
-    lock = threading.Lock()
-    counter = [0]
+    m = Model()
     results = {"intact": 0, "refused_to_start": 0, "lost": 0}
     restart_s = []
     problems = []
@@ -52,15 +132,7 @@ def main():
 
             def write(wrng):
                 while not stop.is_set():
-                    o = wrng.choice(OWNERS)
-                    with lock:
-                        base = counter[0]
-                        counter[0] += PER_CALL
-                    contacts = [f"k{base + j}@remote.example" for j in range(PER_CALL)]
-                    code, _, _ = c.ctl(node, "roster", "add", o, *contacts, timeout=3)
-                    if code == 0:
-                        with lock:
-                            acked[o].update(contacts)
+                    step(c, node, m, wrng)
 
             ts = [threading.Thread(target=write, args=(random.Random(rng.random()),))
                   for _ in range(a.writers)]
@@ -89,41 +161,47 @@ def main():
                     problems.append(f"kill {k}: the node exited without naming the damage:\n{log}")
                 break
             restart_s.append(time.time() - t0)
-            # Spot-check two owners each round; everything at the end.
-            for o in rng.sample(OWNERS, 2):
-                if not check(c, node, o, acked[o], problems, k):
+            # Spot-check two owners each round, every owner every 50 kills and at the end.
+            for o in OWNERS if k % 50 == 0 else rng.sample(OWNERS, 2):
+                if not check(c, node, m, o, problems, k):
                     results["lost"] += 1
             results["intact"] += 1
             if k % 50 == 0:
-                print(f"  {k} kills, {sum(len(v) for v in acked.values())} items acknowledged,"
+                print(f"  {k} kills, {m.acked_items()} items held, ops {m.ops},"
                       f" restart p50 {sorted(restart_s)[len(restart_s) // 2]:.2f} s", flush=True)
         if not problems:
             for o in OWNERS:
-                check(c, node, o, acked[o], problems, "final")
+                check(c, node, m, o, problems, "final")
     finally:
         c.stop()
     rs = sorted(restart_s) or [0.0]
-    print("\n| kills | intact | refused to start | lost writes | items acked | restart p50 / max s |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("\n| kills | intact | refused to start | lost or revived | adds / removes / resets acked"
+          " | unknown outcome | items held | restart p50 / max s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {a.kills} | {results['intact']} | {results['refused_to_start']} | {results['lost']} |"
-          f" {sum(len(v) for v in acked.values())} | {rs[len(rs) // 2]:.2f} / {rs[-1]:.2f} |")
+          f" {m.ops['add']} / {m.ops['remove']} / {m.ops['reset']} | {m.ops['unknown outcome']} |"
+          f" {m.acked_items()} | {rs[len(rs) // 2]:.2f} / {rs[-1]:.2f} |")
     for p in problems:
         print("PROBLEM:", p)
     sys.exit(1 if problems else 0)
 
 
-def check(c, node, owner, want, problems, when):
+def check(c, node, m, owner, problems, when):
+    """Every acknowledged add of `owner` is there and no acknowledged removal came back."""
     code, doc, err = c.ctl(node, "roster", "show", owner, timeout=20)
     if code != 0 or doc is None:
         problems.append(f"kill {when}: roster show {owner} failed: {err}")
         return False
     have = {i.get("jid") for i in doc.get("items", [])}
-    missing = want - have
-    if missing:
-        problems.append(f"kill {when}: {len(missing)} acknowledged items of {owner} lost, e.g. "
-                        f"{sorted(missing)[:3]}")
-        return False
-    return True
+    with m.lock:
+        missing = m.live[owner] - have
+        revived = m.gone[owner] & have
+    for what, items in (("acknowledged items lost", missing),
+                        ("acknowledged removals undone", revived)):
+        if items:
+            problems.append(f"kill {when}: {len(items)} {what} for {owner}, e.g. "
+                            f"{sorted(items)[:3]}")
+    return not (missing or revived)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,13 @@ pub use membership::{MembershipChange, MembershipView};
 pub const NOT_LEADER: &str = "not the leader";
 
 /// Raft timing and log retention.
+///
+/// openraft 0.9 gives a follower a leader lease of `election_max_ms`: it refuses votes
+/// until the lease has run out and stands itself only after lease + its own timeout
+/// (drawn once per process from `election_min_ms..election_max_ms`). A leader's death
+/// is therefore acted on after 1.5-2 x `election_max_ms` of silence, and when the
+/// first candidate's log is behind the other follower's, the election after it adds
+/// one more timeout: about 3 x `election_max_ms` at worst (1.8 s with the defaults).
 #[derive(Debug, Clone)]
 pub struct RaftTuning {
     pub heartbeat_ms: u64,
@@ -58,9 +65,9 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
-            heartbeat_ms: 150,
-            election_min_ms: 800,
-            election_max_ms: 1600,
+            heartbeat_ms: 100,
+            election_min_ms: 300,
+            election_max_ms: 600,
             snapshot_every: 20_000,
             keep_logs: 2_000,
             snapshot_log_bytes: 32 << 20,
