@@ -14,6 +14,9 @@ mod service;
 pub mod snapshot;
 mod store;
 
+/// The pre-vote messages (public for the fuzz targets).
+#[doc(hidden)]
+pub use node::election::{PreVoteRequest, PreVoteResponse};
 pub use node::{
     ClusterConfig, ClusterError, ClusterNode, MembershipChange, MembershipView, RaftTuning,
 };

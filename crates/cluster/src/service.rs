@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use openraft::Vote;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
+use crate::node::election::PreVoteRequest;
 use crate::node::{ClusterNode, MembershipChange};
 use crate::{NodeId, TypeConfig};
 
@@ -64,6 +65,13 @@ impl RaftRpc for RaftService {
     async fn install_snapshot(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let rpc = parse_claimed(r, |m: &InstallSnapshotRequest<TypeConfig>| &m.vote)?;
         reply(&self.0.raft.install_snapshot(rpc).await)
+    }
+
+    async fn pre_vote(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let info = presenced_tls::peer_info(&r).cloned();
+        let req: PreVoteRequest = parse(r)?;
+        presenced_tls::check_claim(info.as_ref(), req.candidate)?;
+        reply(&self.0.answer_pre_vote(req).await)
     }
 }
 

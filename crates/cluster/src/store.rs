@@ -33,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 
 use crate::compaction::LogSizes;
+use crate::node::election::LastLog;
 use crate::snapshot::{Files, Reader};
 use crate::{Node, NodeId, TypeConfig};
 
@@ -58,10 +59,17 @@ pub struct LogStore {
     /// Highest index known committed (shared with health and metrics).
     committed: Arc<AtomicU64>,
     sizes: Arc<LogSizes>,
+    /// The id of the last entry written (for pre-votes, `node/election.rs`).
+    last: LastLog,
 }
 
 impl LogStore {
-    pub fn new(store: Arc<dyn Store>, committed: Arc<AtomicU64>, sizes: Arc<LogSizes>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        committed: Arc<AtomicU64>,
+        sizes: Arc<LogSizes>,
+        last: LastLog,
+    ) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
         let s = store.clone();
         std::thread::Builder::new()
@@ -91,7 +99,12 @@ impl LogStore {
             flusher: tx,
             committed,
             sizes,
+            last,
         }
+    }
+
+    fn set_last(&self, id: Option<LogId<NodeId>>) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = id;
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> SResult<Option<T>> {
@@ -163,6 +176,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, b)) => Some(decode_entry(&b)?.log_id),
             None => last_purged_log_id,
         };
+        self.set_last(last);
         Ok(LogState {
             last_purged_log_id,
             last_log_id: last,
@@ -206,9 +220,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut last = None;
         let rows = entries
             .into_iter()
             .map(|e| {
+                last = Some(e.log_id);
                 Ok((
                     e.log_id.index,
                     crate::format::store(&e).map_err(|e| StorageIOError::write_logs(&e))?,
@@ -219,6 +235,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .append(rows)
             .map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        if last.is_some() {
+            self.set_last(last);
+        }
         // Acknowledged to openraft only once fsync'ed, by the flusher thread.
         if let Err(std::sync::mpsc::SendError(cb)) = self.flusher.send(callback) {
             cb.log_io_completed(Err(std::io::Error::other("log flusher stopped")));
@@ -229,12 +248,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         let s = self.store.clone();
         self.sizes.truncated(log_id.index);
-        blocking(move || {
+        let before = blocking(move || {
             s.truncate_from(log_id.index)?;
-            s.flush()
+            s.flush()?;
+            s.last_entry()
         })
         .await
-        .map_err(|e| StorageIOError::write_logs(&io(e)).into())
+        .map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        let before = match before {
+            Some((_, b)) => Some(decode_entry(&b)?.log_id),
+            None => self.meta("last_purged")?,
+        };
+        self.set_last(before);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {

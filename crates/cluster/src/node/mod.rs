@@ -8,6 +8,7 @@
 //!   read index from the leader (ReadIndex) and waits until this node has applied it.
 //! - Membership changes are serialised on the leader, one at a time.
 
+pub(crate) mod election;
 mod membership;
 mod reads;
 mod start;
@@ -147,4 +148,8 @@ pub struct ClusterNode {
     batcher: crate::batcher::Batcher,
     timeout: Duration,
     store: Arc<dyn Store>,
+    /// The last entry of this node's log (the log store keeps it) and the timing of the
+    /// elections this node starts (`election.rs`).
+    last_log: election::LastLog,
+    election: election::ElectionTiming,
 }

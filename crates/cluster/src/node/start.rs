@@ -69,7 +69,13 @@ impl ClusterNode {
                 cfg.domain
             )));
         }
-        let log = LogStore::new(store.clone(), committed.clone(), sizes.clone());
+        let last_log = super::election::LastLog::default();
+        let log = LogStore::new(
+            store.clone(),
+            committed.clone(),
+            sizes.clone(),
+            last_log.clone(),
+        );
         let t = &cfg.raft;
         let config = openraft::Config {
             cluster_name: format!("presenced-{}", cfg.domain),
@@ -116,8 +122,11 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             timeout: cfg.timeout,
             store,
+            last_log,
+            election: super::election::ElectionTiming::new(t),
         });
         node.spawn_metrics();
+        node.spawn_election_driver();
         Ok(node)
     }
 
