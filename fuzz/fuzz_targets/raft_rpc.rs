@@ -1,7 +1,7 @@
 //! Raft RPC payloads and stored Raft values (`presenced_cluster::format`): what a
 //! node decodes from a peer (AppendEntries, Vote and InstallSnapshot requests and
-//! their replies, forwarded proposals and their outcomes) and from its own store (log
-//! entries, the vote, log ids, membership).
+//! their replies, pre-votes and their answers, forwarded proposals and their
+//! outcomes) and from its own store (log entries, the vote, log ids, membership).
 //!
 //! Input: byte 0 picks the message type, byte 1 the format (0, this release's, or an
 //! unknown one); the rest is the payload.
@@ -17,7 +17,7 @@ use openraft::raft::{
 };
 use openraft::{Entry, LogId, StoredMembership, Vote};
 use presenced_cluster::format;
-use presenced_cluster::{Node, NodeId, TypeConfig};
+use presenced_cluster::{Node, NodeId, PreVoteRequest, PreVoteResponse, TypeConfig};
 use presenced_fuzz::bounded;
 use presenced_model::{Command, Outcome};
 use serde::Serialize;
@@ -73,7 +73,7 @@ libfuzzer_sys::fuzz_target!(
             1 | 2 => format::WIRE,
             _ => 3 + u32::from(*f),
         };
-        match kind % 12 {
+        match kind % 14 {
             0 => rpc::<AppendEntriesRequest<TypeConfig>>(f, payload),
             1 => rpc::<VoteRequest<NodeId>>(f, payload),
             2 => rpc::<InstallSnapshotRequest<TypeConfig>>(f, payload),
@@ -85,7 +85,9 @@ libfuzzer_sys::fuzz_target!(
             8 => stored::<Entry<TypeConfig>>(payload),
             9 => stored::<Option<Vote<NodeId>>>(payload),
             10 => stored::<Option<LogId<NodeId>>>(payload),
-            _ => stored::<StoredMembership<NodeId, Node>>(payload),
+            11 => stored::<StoredMembership<NodeId, Node>>(payload),
+            12 => rpc::<PreVoteRequest>(f, payload),
+            _ => rpc::<PreVoteResponse>(f, payload),
         }
     }
 );
@@ -181,6 +183,22 @@ fn seeds() -> Vec<Vec<u8>> {
         w(
             11,
             format::store(&StoredMembership::new(Some(lid(2)), membership)).unwrap(),
+        ),
+        w(
+            12,
+            format::wire(&PreVoteRequest {
+                candidate: 3,
+                last_log_id: Some(lid(9)),
+            })
+            .unwrap(),
+        ),
+        w(
+            13,
+            format::wire(&PreVoteResponse {
+                granted: false,
+                reason: "a leader spoke 12 ms ago".into(),
+            })
+            .unwrap(),
         ),
     ];
     for c in &commands {

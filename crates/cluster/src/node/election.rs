@@ -105,34 +105,22 @@ impl ClusterNode {
 
     /// Answer another voter's pre-vote: yes unless this node leads, heard from a leader
     /// within the lease, or holds a log that is further ahead.
-    pub(crate) async fn answer_pre_vote(&self, req: PreVoteRequest) -> PreVoteResponse {
-        let deny = |reason: String| PreVoteResponse {
-            granted: false,
-            reason,
-        };
+    #[doc(hidden)]
+    pub async fn answer_pre_vote(&self, req: PreVoteRequest) -> PreVoteResponse {
         let Some(v) = self.view().await else {
-            return deny("raft has stopped on this node".into());
+            return PreVoteResponse {
+                granted: false,
+                reason: "raft has stopped on this node".into(),
+            };
         };
-        if v.state == ServerState::Leader {
-            return deny("this node leads".into());
-        }
-        if v.committed_vote
-            && let Some(s) = v.silent_for
-            && s <= self.election.lease
-        {
-            return deny(format!("a leader spoke {} ms ago", s.as_millis()));
-        }
         let mine = *self.last_log.lock().unwrap_or_else(|p| p.into_inner());
-        if req.last_log_id < mine {
-            return deny(format!(
-                "the candidate's log ends at {:?}, this node's at {mine:?}",
-                req.last_log_id
-            ));
-        }
-        PreVoteResponse {
-            granted: true,
-            reason: String::new(),
-        }
+        decide(&v, self.election.lease, mine, &req)
+    }
+
+    /// Elections this node's driver started (after a majority of pre-votes).
+    pub fn elections_started(&self) -> u64 {
+        self.elections_started
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Start the driver (one task per node; it ends when the node is dropped).
@@ -180,6 +168,8 @@ async fn drive(node: Weak<ClusterNode>) {
         let yes = ask(&node, &voters, &mut clients, timing.rpc_timeout).await;
         let result = if yes * 2 > voters.len() {
             let _ = node.raft.trigger().elect().await;
+            node.elections_started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             "started"
         } else {
             "pre_vote_refused"
@@ -196,6 +186,37 @@ async fn drive(node: Weak<ClusterNode>) {
         // stand together again.
         jitter = timing.draw();
         not_before = Instant::now() + jitter;
+    }
+}
+
+fn decide(
+    v: &View,
+    lease: Duration,
+    mine: Option<LogId<NodeId>>,
+    req: &PreVoteRequest,
+) -> PreVoteResponse {
+    let deny = |reason: String| PreVoteResponse {
+        granted: false,
+        reason,
+    };
+    if v.state == ServerState::Leader {
+        return deny("this node leads".into());
+    }
+    if v.committed_vote
+        && let Some(s) = v.silent_for
+        && s <= lease
+    {
+        return deny(format!("a leader spoke {} ms ago", s.as_millis()));
+    }
+    if req.last_log_id < mine {
+        return deny(format!(
+            "the candidate's log ends at {:?}, this node's at {mine:?}",
+            req.last_log_id
+        ));
+    }
+    PreVoteResponse {
+        granted: true,
+        reason: String::new(),
     }
 }
 
@@ -258,4 +279,73 @@ async fn ask(
         .into_iter()
         .filter(|y| *y)
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    const LEASE: Duration = Duration::from_millis(600);
+
+    fn view(state: ServerState, committed_vote: bool, silent_ms: u64) -> View {
+        View {
+            state,
+            committed_vote,
+            silent_for: Some(Duration::from_millis(silent_ms)),
+        }
+    }
+
+    fn log(term: u64, index: u64) -> Option<LogId<NodeId>> {
+        Some(LogId::new(CommittedLeaderId::new(term, 1), index))
+    }
+
+    fn ask(last_log_id: Option<LogId<NodeId>>) -> PreVoteRequest {
+        PreVoteRequest {
+            candidate: 2,
+            last_log_id,
+        }
+    }
+
+    #[test]
+    fn pre_votes_follow_the_lease_the_leadership_and_the_log() {
+        let mine = log(3, 10);
+        let f = ServerState::Follower;
+        // A leader, and a follower that heard from one within the lease: no.
+        let a = decide(
+            &view(ServerState::Leader, true, 5_000),
+            LEASE,
+            mine,
+            &ask(log(9, 99)),
+        );
+        assert!(!a.granted && a.reason.contains("leads"), "{a:?}");
+        let a = decide(&view(f, true, 200), LEASE, mine, &ask(log(9, 99)));
+        assert!(!a.granted && a.reason.contains("a leader spoke"), "{a:?}");
+        // The lease has run out: the log decides (term first, then index).
+        assert!(decide(&view(f, true, 700), LEASE, mine, &ask(log(3, 10))).granted);
+        assert!(decide(&view(f, true, 700), LEASE, mine, &ask(log(4, 2))).granted);
+        for behind in [log(3, 9), log(2, 50), None] {
+            let a = decide(&view(f, true, 700), LEASE, mine, &ask(behind));
+            assert!(!a.granted && a.reason.contains("log ends at"), "{a:?}");
+        }
+        // A vote no leader confirmed (this node stood, or voted for someone who did not
+        // win) holds no lease: only the log counts.
+        assert!(
+            decide(
+                &view(ServerState::Candidate, false, 10),
+                LEASE,
+                mine,
+                &ask(mine)
+            )
+            .granted
+        );
+        // No vote yet (a fresh node): no lease either.
+        let fresh = View {
+            state: f,
+            committed_vote: true,
+            silent_for: None,
+        };
+        assert!(decide(&fresh, LEASE, None, &ask(None)).granted);
+    }
 }

@@ -152,4 +152,5 @@ pub struct ClusterNode {
     /// elections this node starts (`election.rs`).
     last_log: election::LastLog,
     election: election::ElectionTiming,
+    elections_started: AtomicU64,
 }

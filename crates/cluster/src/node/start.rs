@@ -124,6 +124,7 @@ impl ClusterNode {
             store,
             last_log,
             election: super::election::ElectionTiming::new(t),
+            elections_started: AtomicU64::new(0),
         });
         node.spawn_metrics();
         node.spawn_election_driver();
