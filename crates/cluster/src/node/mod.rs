@@ -40,11 +40,10 @@ pub const NOT_LEADER: &str = "not the leader";
 /// Raft timing and log retention.
 ///
 /// openraft 0.9 gives a follower a leader lease of `election_max_ms`: it refuses votes
-/// until the lease has run out and stands itself only after lease + its own timeout
-/// (drawn once per process from `election_min_ms..election_max_ms`). A leader's death
-/// is therefore acted on after 1.5-2 x `election_max_ms` of silence, and when the
-/// first candidate's log is behind the other follower's, the election after it adds
-/// one more timeout: about 3 x `election_max_ms` at worst (1.8 s with the defaults).
+/// until the lease has run out. This node's election driver (`election.rs`) stands
+/// after the lease plus a delay drawn for each attempt (up to `election_min_ms / 2`),
+/// once a pre-vote finds a majority; openraft's own timer (lease plus a timeout drawn
+/// once from `election_min_ms..election_max_ms`) is the fallback.
 #[derive(Debug, Clone)]
 pub struct RaftTuning {
     pub heartbeat_ms: u64,
