@@ -38,6 +38,8 @@ class Model:
         self.gone = {o: set() for o in OWNERS}
         self.unsure = {o: set() for o in OWNERS}
         self.busy = set()
+        # Owners removed whose `user add` has not succeeded yet (the kill came first).
+        self.needs_user = set()
         self.counter = 0
         self.ops = {"add": 0, "remove": 0, "reset": 0, "unknown outcome": 0}
 
@@ -65,13 +67,29 @@ class Model:
             return sum(len(v) for v in self.live.values())
 
 
-def step(c, node, m, rng):
+def ensure_user(c, node, m, o, stop):
+    """Add `o` back if a reset removed it; False if the node went away first."""
+    while o in m.needs_user:
+        code, _, _ = c.ctl(node, "user", "add", o, "--password", "pw-" + o, timeout=3)
+        if code in (0, 4):
+            with m.lock:
+                m.needs_user.discard(o)
+        elif stop is not None and stop.is_set():
+            return False
+        else:
+            time.sleep(0.2)
+    return True
+
+
+def step(c, node, m, rng, stop):
     """One operation on one owner, recorded with the outcome the client saw."""
     o = m.take(rng)
     if o is None:
         time.sleep(0.01)
         return
     try:
+        if not ensure_user(c, node, m, o, stop):
+            return
         live = m.live[o]
         if len(live) >= CAP:
             code, _, _ = c.ctl(node, "user", "remove", o, timeout=3)
@@ -79,13 +97,11 @@ def step(c, node, m, rng):
                 (m.gone[o] if code == 0 else m.unsure[o]).update(live)
                 live.clear()
                 m.ops["reset" if code == 0 else "unknown outcome"] += 1
-            # Back as a user (whether or not the removal was applied): until then the
-            # owner is busy, so nothing else is recorded against it.
-            while True:
-                code, _, _ = c.ctl(node, "user", "add", o, "--password", "pw-" + o, timeout=3)
-                if code in (0, 4):
-                    return
-                time.sleep(0.2)
+            # Back as a user (whether or not the removal was applied) before anything
+            # else is done for this owner; after a kill, once the node is back.
+            with m.lock:
+                m.needs_user.add(o)
+            ensure_user(c, node, m, o, stop)
         elif live and rng.random() < 0.1:
             item = rng.choice(sorted(live)) if len(live) < 64 else next(iter(live))
             code, _, _ = c.ctl(node, "roster", "remove", o, item, timeout=3)
@@ -104,13 +120,17 @@ def step(c, node, m, rng):
 
 
 def main():
+    global CAP
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)
     ap.add_argument("--bins", required=True)
     ap.add_argument("--kills", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--writers", type=int, default=4)
+    ap.add_argument("--cap", type=int, default=CAP,
+                    help="acknowledged items at which an owner is reset")
     a = ap.parse_args()
+    CAP = a.cap
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     rng = random.Random(seed)
     print(f"storage kills: seed {seed}, {a.kills} kills", flush=True)
@@ -132,7 +152,7 @@ def main():
 
             def write(wrng):
                 while not stop.is_set():
-                    step(c, node, m, wrng)
+                    step(c, node, m, wrng, stop)
 
             ts = [threading.Thread(target=write, args=(random.Random(rng.random()),))
                   for _ in range(a.writers)]
@@ -161,6 +181,8 @@ def main():
                     problems.append(f"kill {k}: the node exited without naming the damage:\n{log}")
                 break
             restart_s.append(time.time() - t0)
+            for o in sorted(m.needs_user):
+                ensure_user(c, node, m, o, None)
             # Spot-check two owners each round, every owner every 50 kills and at the end.
             for o in OWNERS if k % 50 == 0 else rng.sample(OWNERS, 2):
                 if not check(c, node, m, o, problems, k):

@@ -55,6 +55,9 @@ const TICK: Duration = Duration::from_millis(20);
 pub(crate) struct ElectionTiming {
     /// openraft's leader lease: `election_max_ms`.
     lease: Duration,
+    /// After a vote no leader confirmed (this node stood, or voted for a candidate not
+    /// heard from yet): `election_min_ms`, the time a candidate gets to win.
+    hold: Duration,
     /// The extra delay is drawn from `jitter_min..jitter_max` for every attempt; its top
     /// stays under `election_min_ms`, so this driver goes before openraft's own timer.
     jitter_min: Duration,
@@ -68,6 +71,7 @@ impl ElectionTiming {
         let ms = Duration::from_millis;
         ElectionTiming {
             lease: ms(t.election_max_ms),
+            hold: ms(t.election_min_ms),
             jitter_min: ms((t.heartbeat_ms / 2).max(1)),
             jitter_max: ms((t.election_min_ms / 2).max(t.heartbeat_ms / 2 + 1)),
             rpc_timeout: ms((t.heartbeat_ms * 2).max(50)),
@@ -104,7 +108,8 @@ impl ClusterNode {
     }
 
     /// Answer another voter's pre-vote: yes unless this node leads, heard from a leader
-    /// within the lease, or holds a log that is further ahead.
+    /// within the lease, voted within `election_min_ms`, or holds a log that is
+    /// further ahead.
     #[doc(hidden)]
     pub async fn answer_pre_vote(&self, req: PreVoteRequest) -> PreVoteResponse {
         let Some(v) = self.view().await else {
@@ -114,7 +119,7 @@ impl ClusterNode {
             };
         };
         let mine = *self.last_log.lock().unwrap_or_else(|p| p.into_inner());
-        decide(&v, self.election.lease, mine, &req)
+        decide(&v, &self.election, mine, &req)
     }
 
     /// Elections this node's driver started (after a majority of pre-votes).
@@ -136,12 +141,18 @@ async fn drive(node: Weak<ClusterNode>) {
     let mut clients: HashMap<(NodeId, String), Client> = HashMap::new();
     let mut jitter = timing.draw();
     let mut not_before = Instant::now();
+    // Refusals are logged at most every 10 s (a node cut off from the majority asks
+    // several times a second).
+    let mut refusal_logged: Option<Instant> = None;
     loop {
         tokio::time::sleep(TICK).await;
         if Instant::now() < not_before {
             continue;
         }
         let Some(node) = node.upgrade() else { return };
+        if node.is_leader() {
+            continue;
+        }
         let Some(v) = node.view().await else { return };
         if !matches!(v.state, ServerState::Follower | ServerState::Candidate) {
             continue;
@@ -150,7 +161,7 @@ async fn drive(node: Weak<ClusterNode>) {
         let lease = if v.committed_vote {
             timing.lease
         } else {
-            Duration::ZERO
+            timing.hold
         };
         if silent < lease + jitter {
             continue;
@@ -175,13 +186,20 @@ async fn drive(node: Weak<ClusterNode>) {
             "pre_vote_refused"
         };
         metrics::counter!("presenced_raft_elections_total", "result" => result).increment(1);
-        tracing::info!(
-            result,
-            yes,
-            voters = voters.len(),
-            silent_ms = silent.as_millis() as u64,
-            "election after a silent leader"
-        );
+        let log_it = result == "started"
+            || refusal_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if log_it {
+            if result != "started" {
+                refusal_logged = Some(Instant::now());
+            }
+            tracing::info!(
+                result,
+                yes,
+                voters = voters.len(),
+                silent_ms = silent.as_millis() as u64,
+                "election after a silent leader"
+            );
+        }
         // A fresh delay for every attempt: two nodes that stood together once do not
         // stand together again.
         jitter = timing.draw();
@@ -191,7 +209,7 @@ async fn drive(node: Weak<ClusterNode>) {
 
 fn decide(
     v: &View,
-    lease: Duration,
+    timing: &ElectionTiming,
     mine: Option<LogId<NodeId>>,
     req: &PreVoteRequest,
 ) -> PreVoteResponse {
@@ -202,11 +220,15 @@ fn decide(
     if v.state == ServerState::Leader {
         return deny("this node leads".into());
     }
-    if v.committed_vote
-        && let Some(s) = v.silent_for
-        && s <= lease
-    {
-        return deny(format!("a leader spoke {} ms ago", s.as_millis()));
+    if let Some(s) = v.silent_for {
+        if v.committed_vote && s <= timing.lease {
+            return deny(format!("a leader spoke {} ms ago", s.as_millis()));
+        }
+        // A candidate this node voted for is given its time to win (with 5 voters the
+        // others could otherwise depose it before its first message arrives).
+        if !v.committed_vote && s <= timing.hold {
+            return deny(format!("this node voted {} ms ago", s.as_millis()));
+        }
     }
     if req.last_log_id < mine {
         return deny(format!(
@@ -287,7 +309,13 @@ mod tests {
 
     use super::*;
 
-    const LEASE: Duration = Duration::from_millis(600);
+    const LEASE: ElectionTiming = ElectionTiming {
+        lease: Duration::from_millis(600),
+        hold: Duration::from_millis(300),
+        jitter_min: Duration::from_millis(50),
+        jitter_max: Duration::from_millis(150),
+        rpc_timeout: Duration::from_millis(200),
+    };
 
     fn view(state: ServerState, committed_vote: bool, silent_ms: u64) -> View {
         View {
@@ -315,26 +343,33 @@ mod tests {
         // A leader, and a follower that heard from one within the lease: no.
         let a = decide(
             &view(ServerState::Leader, true, 5_000),
-            LEASE,
+            &LEASE,
             mine,
             &ask(log(9, 99)),
         );
         assert!(!a.granted && a.reason.contains("leads"), "{a:?}");
-        let a = decide(&view(f, true, 200), LEASE, mine, &ask(log(9, 99)));
+        let a = decide(&view(f, true, 200), &LEASE, mine, &ask(log(9, 99)));
         assert!(!a.granted && a.reason.contains("a leader spoke"), "{a:?}");
         // The lease has run out: the log decides (term first, then index).
-        assert!(decide(&view(f, true, 700), LEASE, mine, &ask(log(3, 10))).granted);
-        assert!(decide(&view(f, true, 700), LEASE, mine, &ask(log(4, 2))).granted);
+        assert!(decide(&view(f, true, 700), &LEASE, mine, &ask(log(3, 10))).granted);
+        assert!(decide(&view(f, true, 700), &LEASE, mine, &ask(log(4, 2))).granted);
         for behind in [log(3, 9), log(2, 50), None] {
-            let a = decide(&view(f, true, 700), LEASE, mine, &ask(behind));
+            let a = decide(&view(f, true, 700), &LEASE, mine, &ask(behind));
             assert!(!a.granted && a.reason.contains("log ends at"), "{a:?}");
         }
-        // A vote no leader confirmed (this node stood, or voted for someone who did not
-        // win) holds no lease: only the log counts.
+        // A vote no leader confirmed (this node stood, or voted for a candidate not heard
+        // from yet) holds for `election_min_ms`, then only the log counts.
+        let a = decide(
+            &view(ServerState::Candidate, false, 10),
+            &LEASE,
+            mine,
+            &ask(mine),
+        );
+        assert!(!a.granted && a.reason.contains("voted"), "{a:?}");
         assert!(
             decide(
-                &view(ServerState::Candidate, false, 10),
-                LEASE,
+                &view(ServerState::Candidate, false, 400),
+                &LEASE,
                 mine,
                 &ask(mine)
             )
@@ -346,6 +381,6 @@ mod tests {
             committed_vote: true,
             silent_for: None,
         };
-        assert!(decide(&fresh, LEASE, None, &ask(None)).granted);
+        assert!(decide(&fresh, &LEASE, None, &ask(None)).granted);
     }
 }
