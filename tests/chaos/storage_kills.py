@@ -210,9 +210,15 @@ def main():
 
 def check(c, node, m, owner, problems, when):
     """Every acknowledged add of `owner` is there and no acknowledged removal came back."""
-    code, doc, err = c.ctl(node, "roster", "show", owner, timeout=20)
-    if code != 0 or doc is None:
-        problems.append(f"kill {when}: roster show {owner} failed: {err}")
+    # A read that fails (the node busy right after its restart: presencectl connects
+    # within 2 s) says nothing about the data: asked again, a few times.
+    for attempt in range(5):
+        code, doc, err = c.ctl(node, "roster", "show", owner, timeout=20)
+        if code == 0 and doc is not None:
+            break
+        time.sleep(0.5 * (attempt + 1))
+    else:
+        problems.append(f"kill {when}: roster show {owner} failed 5 times: {err}")
         return False
     have = {i.get("jid") for i in doc.get("items", [])}
     with m.lock:
