@@ -103,6 +103,18 @@ impl LogStore {
         }
     }
 
+    /// The id of the last entry in the store, or `purged` when the log is empty.
+    fn stored_last(&self, purged: Option<LogId<NodeId>>) -> SResult<Option<LogId<NodeId>>> {
+        match self
+            .store
+            .last_entry()
+            .map_err(|e| StorageIOError::read_logs(&io(e)))?
+        {
+            Some((_, b)) => Ok(Some(decode_entry(&b)?.log_id)),
+            None => Ok(purged),
+        }
+    }
+
     fn set_last(&self, id: Option<LogId<NodeId>>) {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = id;
     }
@@ -168,14 +180,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
         let last_purged_log_id: Option<LogId<NodeId>> = self.meta("last_purged")?;
-        let last = match self
-            .store
-            .last_entry()
-            .map_err(|e| StorageIOError::read_logs(&io(e)))?
-        {
-            Some((_, b)) => Some(decode_entry(&b)?.log_id),
-            None => last_purged_log_id,
-        };
+        let last = self.stored_last(last_purged_log_id)?;
         self.set_last(last);
         Ok(LogState {
             last_purged_log_id,
@@ -248,17 +253,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         let s = self.store.clone();
         self.sizes.truncated(log_id.index);
-        let before = blocking(move || {
+        blocking(move || {
             s.truncate_from(log_id.index)?;
-            s.flush()?;
-            s.last_entry()
+            s.flush()
         })
         .await
         .map_err(|e| StorageIOError::write_logs(&io(e)))?;
-        let before = match before {
-            Some((_, b)) => Some(decode_entry(&b)?.log_id),
-            None => self.meta("last_purged")?,
-        };
+        let before = self.stored_last(self.meta("last_purged")?)?;
         self.set_last(before);
         Ok(())
     }

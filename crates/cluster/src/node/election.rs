@@ -270,11 +270,11 @@ async fn ask(
                 Err(_) => continue,
             },
         };
-        let mut r = tonic::Request::new(RaftBytes {
+        // One deadline for connect and call alike (below): no per-request timeout too.
+        let r = tonic::Request::new(RaftBytes {
             data: data.clone(),
             format: crate::format::WIRE,
         });
-        r.set_timeout(timeout);
         let peer = *id;
         calls.push(async move {
             let mut client = client;
