@@ -103,6 +103,10 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
         // Found by fuzzing: a stream error quoting a control character the client sent
         // (xml/mod.rs, `characters_xml_forbids_are_never_written`).
         "<message to='bob@example.test'><body>hi</body></mes\u{1}\0\0\0>".into(),
+        // Found by fuzzing: a message to one of alice's own resources that is not
+        // there reaches her other resources with its `to` as written (the target's
+        // property, not the server, was wrong).
+        "<message to='alice@example.test/phone'/><message to='alice@example.test/phone' type='chat'><body>me</body></message>".into(),
         "</stream:stream>".into(),
         " \n ".into(),
     ];
