@@ -462,10 +462,7 @@ async fn one(w: &mut Fixture, input: &[u8]) {
             // Her full or bare JID, or (a message to one of her resources that is not
             // there, delivered as to her bare JID, RFC 6121 §8.5.3.2.1, `to` kept as
             // written) another resource of hers.
-            assert!(
-                is_alice(to),
-                "alice was sent a stanza for {to}: {el:?}"
-            );
+            assert!(is_alice(to), "alice was sent a stanza for {to}: {el:?}");
         }
         if el.name != "iq" || el.ns != NS_CLIENT {
             continue;

@@ -207,7 +207,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not flushed: losing it only means re-learning the commit point from the leader.
         let b = crate::format::store(&committed).map_err(|e| StorageIOError::write(&e))?;
         self.store
-            .put_meta("committed", &b)
+            .put_meta_lazily("committed", &b)
             .map_err(|e| StorageIOError::write(&io(e)))?;
         Ok(())
     }

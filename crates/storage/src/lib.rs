@@ -9,7 +9,10 @@
 //! Durability contract:
 //! - [`Store::append`], [`Store::put_meta`], [`Store::truncate_from`], [`Store::purge_upto`]
 //!   write; they are durable after the next [`Store::flush`] returns.
-//! - [`Store::sm_commit`] writes state records and the applied marker in one atomic batch.
+//! - [`Store::sm_commit`] writes state records and the applied marker in one atomic batch,
+//!   made durable in the background: after a crash the state may be an earlier one (never
+//!   a mix), and Raft applies the log again from its marker. [`Store::purge_upto`] makes
+//!   the state durable before it deletes entries, so the log it needs is always there.
 //! - [`Store::sm_replace`] swaps the whole state atomically (snapshot install): after a
 //!   crash the old state or the new one is there, never a mix.
 //!
@@ -19,6 +22,7 @@
 use std::path::Path;
 
 pub mod fault;
+pub mod wal;
 
 /// A storage failure; the node treats it as fatal for the operation at hand.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,8 @@ pub enum StoreError {
     Transaction(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    #[error("storage I/O: {0}")]
+    Io(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -47,7 +53,8 @@ const REPLACE_BATCH: usize = 16_384;
 
 /// What a node persists. Implementations must be safe to share between threads.
 pub trait Store: Send + Sync + 'static {
-    /// Write log entries (index, bytes) in one atomic batch.
+    /// Write log entries (index, bytes), in order. Until the next flush returns, a crash
+    /// may keep any prefix of what was appended.
     fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<()>;
     /// Entries with `from <= index < to` (`to = None`: to the end), in index order.
     fn read_range(&self, from: u64, to: Option<u64>) -> Result<Vec<(u64, Vec<u8>)>>;
@@ -60,6 +67,11 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<()>;
+    /// Like [`Store::put_meta`], for a value a crash may lose (Raft's commit point, which
+    /// the leader tells again): a flush need not make it durable.
+    fn put_meta_lazily(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.put_meta(key, value)
+    }
 
     /// Make every previous write durable (fsync). Blocking.
     fn flush(&self) -> Result<()>;
@@ -97,11 +109,22 @@ const APPLIED: &[u8] = b"\xff__applied";
 /// Meta key naming the live state tree.
 const SM_TREE: &str = "sm_tree";
 
-/// The sled-backed store: one `sled::Db` with trees `log`, `meta`, `snapshot` and one
-/// live state tree `sm.<generation>`.
+/// The folder of the Raft log's segment files, inside the data dir.
+pub const LOG_DIR: &str = "raft-log";
+/// Where a log moved out of sled is built before it takes `LOG_DIR`'s name.
+const LOG_DIR_MIGRATING: &str = "raft-log.migrating";
+/// Entries moved per append while migrating the previous release's log.
+const MIGRATE_BATCH: u64 = 1024;
+
+/// The embedded store: the Raft log in segment files ([`wal`], folder `raft-log`), and
+/// one `sled::Db` with trees `meta`, `snapshot` and one live state tree
+/// `sm.<generation>`. The previous release kept the log in a sled tree `log` too; an
+/// open moves it out once.
 pub struct SledStore {
     db: sled::Db,
-    log: sled::Tree,
+    log: wal::Wal,
+    /// A `put_meta` since the last flush: the next flush syncs sled too.
+    meta_dirty: std::sync::atomic::AtomicBool,
     meta: sled::Tree,
     snap: sled::Tree,
     sm: std::sync::RwLock<sled::Tree>,
@@ -109,6 +132,7 @@ pub struct SledStore {
     slow: Option<fault::SlowDisk>,
 }
 
+#[cfg(test)]
 fn idx(i: u64) -> [u8; 8] {
     i.to_be_bytes()
 }
@@ -144,7 +168,8 @@ impl SledStore {
         }
         let sm = db.open_tree(&name)?;
         Ok(SledStore {
-            log: db.open_tree("log")?,
+            log: open_log(&db, dir)?,
+            meta_dirty: std::sync::atomic::AtomicBool::new(false),
             snap: db.open_tree("snapshot")?,
             meta,
             sm: std::sync::RwLock::new(sm),
@@ -158,52 +183,78 @@ impl SledStore {
     }
 }
 
+/// Open the log folder beside sled's files, first moving the previous release's log
+/// out of sled's `log` tree: into a folder of its own, synced, then renamed into place,
+/// so a crash at any step leaves either the old log or the whole new one.
+fn open_log(db: &sled::Db, dir: &Path) -> Result<wal::Wal> {
+    let target = dir.join(LOG_DIR);
+    if !db.tree_names().iter().any(|t| t.as_ref() == b"log") {
+        return wal::Wal::open(&target);
+    }
+    let old = db.open_tree("log")?;
+    if !target.exists() && !old.is_empty() {
+        let tmp = dir.join(LOG_DIR_MIGRATING);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .map_err(|e| StoreError::Io(format!("removing {}: {e}", tmp.display())))?;
+        }
+        let w = wal::Wal::open(&tmp)?;
+        let mut moved = 0u64;
+        let mut batch = Vec::new();
+        for kv in old.iter() {
+            let (k, v) = kv?;
+            batch.push((un_idx(&k)?, v.to_vec()));
+            if batch.len() as u64 == MIGRATE_BATCH {
+                moved += batch.len() as u64;
+                w.append(std::mem::take(&mut batch))?;
+            }
+        }
+        moved += batch.len() as u64;
+        w.append(batch)?;
+        w.sync()?;
+        drop(w);
+        std::fs::rename(&tmp, &target)
+            .and_then(|_| std::fs::File::open(dir)?.sync_all())
+            .map_err(|e| StoreError::Io(format!("moving {} into place: {e}", tmp.display())))?;
+        tracing::info!(
+            entries = moved,
+            "moved the raft log out of sled into {LOG_DIR}/"
+        );
+    }
+    let log = wal::Wal::open(&target)?;
+    // Moved (now or before a crash), or empty: the copy in sled is no longer read.
+    drop(old);
+    db.drop_tree("log")?;
+    db.flush()?;
+    Ok(log)
+}
+
 impl Store for SledStore {
     fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<()> {
-        let mut b = sled::Batch::default();
-        for (i, v) in entries {
-            b.insert(&idx(i), v);
-        }
-        self.log.apply_batch(b)?;
-        Ok(())
+        self.log.append(entries)
     }
 
     fn read_range(&self, from: u64, to: Option<u64>) -> Result<Vec<(u64, Vec<u8>)>> {
-        let iter = match to {
-            Some(to) if to <= from => return Ok(Vec::new()),
-            Some(to) => self.log.range(idx(from)..idx(to)),
-            None => self.log.range(idx(from)..),
-        };
-        iter.map(|kv| {
-            let (k, v) = kv?;
-            Ok((un_idx(&k)?, v.to_vec()))
-        })
-        .collect()
+        if to.is_some_and(|to| to <= from) {
+            return Ok(Vec::new());
+        }
+        self.log.read_range(from, to)
     }
 
     fn last_entry(&self) -> Result<Option<(u64, Vec<u8>)>> {
-        match self.log.last()? {
-            Some((k, v)) => Ok(Some((un_idx(&k)?, v.to_vec()))),
-            None => Ok(None),
-        }
+        self.log.last_entry()
     }
 
     fn truncate_from(&self, from: u64) -> Result<()> {
-        let mut b = sled::Batch::default();
-        for k in self.log.range(idx(from)..).keys() {
-            b.remove(k?);
-        }
-        self.log.apply_batch(b)?;
-        Ok(())
+        self.log.truncate_from(from)
     }
 
     fn purge_upto(&self, upto: u64) -> Result<()> {
-        let mut b = sled::Batch::default();
-        for k in self.log.range(..=idx(upto)).keys() {
-            b.remove(k?);
-        }
-        self.log.apply_batch(b)?;
-        Ok(())
+        // The state records are synced only now and then (sled's own flush); a restart
+        // re-applies the log from their applied marker, so what is purged must be
+        // durable in them first.
+        self.db.flush()?;
+        self.log.purge_upto(upto)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -212,6 +263,13 @@ impl Store for SledStore {
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
         self.meta.insert(key, value)?;
+        self.meta_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn put_meta_lazily(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(key, value)?;
         Ok(())
     }
 
@@ -219,8 +277,14 @@ impl Store for SledStore {
         if let Some(s) = &self.slow {
             s.wait();
         }
-        // One sled log backs every tree: this fsyncs all previous writes.
-        self.db.flush()?;
+        // The log's own sync; sled only when Raft's metadata (vote, purge point) changed.
+        self.log.sync()?;
+        if self
+            .meta_dirty
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.db.flush()?;
+        }
         Ok(())
     }
 
@@ -241,13 +305,7 @@ impl Store for SledStore {
     }
 
     fn log_sizes(&self) -> Result<Vec<(u64, u32)>> {
-        self.log
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((un_idx(&k)?, u32::try_from(v.len()).unwrap_or(u32::MAX)))
-            })
-            .collect()
+        Ok(self.log.sizes())
     }
 
     fn sm_commit(&self, changes: Vec<Change>, applied: &[u8]) -> Result<()> {
@@ -316,7 +374,7 @@ impl Store for SledStore {
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.log.bytes()
     }
 }
 
@@ -343,6 +401,45 @@ mod tests {
         s.purge_upto(4).unwrap();
         assert_eq!(s.read_range(0, None).unwrap().first().unwrap().0, 5);
         assert_eq!(s.log_sizes().unwrap(), vec![(5, 1), (6, 1), (7, 1)]);
+    }
+
+    #[test]
+    fn the_previous_releases_log_in_sled_is_moved_out_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What the previous release wrote: the log in sled's `log` tree.
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let log = db.open_tree("log").unwrap();
+            for i in 3..=2500u64 {
+                log.insert(idx(i), format!("e{i}").into_bytes()).unwrap();
+            }
+            db.open_tree("meta")
+                .unwrap()
+                .insert("vote", b"v".to_vec())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        // A migration cut short by a crash leaves a folder that is rebuilt.
+        std::fs::create_dir_all(dir.path().join(LOG_DIR_MIGRATING)).unwrap();
+        std::fs::write(dir.path().join(LOG_DIR_MIGRATING).join("junk"), b"x").unwrap();
+        for _ in 0..2 {
+            // sled's threads let go of the previous open's file lock a moment later.
+            let s = (0..100)
+                .find_map(|_| {
+                    SledStore::open(dir.path(), 1 << 20)
+                        .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                        .ok()
+                })
+                .expect("the store opens again");
+            let all = s.read_range(0, None).unwrap();
+            assert_eq!(all.len(), 2498);
+            assert_eq!(all[0], (3, b"e3".to_vec()));
+            assert_eq!(s.last_entry().unwrap().unwrap(), (2500, b"e2500".to_vec()));
+            assert_eq!(s.get_meta("vote").unwrap().as_deref(), Some(&b"v"[..]));
+            assert!(!s.db.tree_names().iter().any(|t| t.as_ref() == b"log"));
+            assert!(!dir.path().join(LOG_DIR_MIGRATING).exists());
+            s.flush().unwrap();
+        }
     }
 
     #[test]

@@ -26,8 +26,15 @@ impl ClusterNode {
     pub async fn start(cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
         let store: Arc<dyn Store> = Arc::new(
             SledStore::open(&cfg.data_dir, cfg.cache_bytes).map_err(|e| {
+                let advice = match e {
+                    presenced_storage::StoreError::Corrupt(_) => {
+                        "; the data is damaged: wipe this node's data dir and re-add the node \
+                         (docs/scale.md)"
+                    }
+                    _ => "",
+                };
                 ClusterError::Internal(format!(
-                    "cannot open data dir {}: {e}",
+                    "cannot open data dir {}: {e}{advice}",
                     cfg.data_dir.display()
                 ))
             })?,
