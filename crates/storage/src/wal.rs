@@ -386,14 +386,11 @@ impl Wal {
 
     /// The last entry, if the log holds any.
     pub fn last_entry(&self) -> Result<Option<(u64, Vec<u8>)>> {
-        let last = {
+        let end = {
             let g = self.lock();
-            (!g.locs.is_empty()).then(|| g.first + g.locs.len() as u64 - 1)
+            g.first + g.locs.len() as u64
         };
-        match last {
-            Some(l) => Ok(self.read_range(l, None)?.pop()),
-            None => Ok(None),
-        }
+        Ok(self.read_range(end.saturating_sub(1), None)?.pop())
     }
 
     /// Delete entries with `index >= from`, durably.
