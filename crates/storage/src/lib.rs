@@ -410,7 +410,7 @@ mod tests {
             // What the previous release wrote: the log in sled's `log` tree.
             let db = sled::Config::new().path(dir.path()).open().unwrap();
             let log = db.open_tree("log").unwrap();
-            for i in 3..=2500u64 {
+            for i in 0..=2500u64 {
                 log.insert(idx(i), format!("e{i}").into_bytes()).unwrap();
             }
             db.open_tree("meta")
@@ -432,8 +432,8 @@ mod tests {
                 })
                 .expect("the store opens again");
             let all = s.read_range(0, None).unwrap();
-            assert_eq!(all.len(), 2498);
-            assert_eq!(all[0], (3, b"e3".to_vec()));
+            assert_eq!(all.len(), 2501);
+            assert_eq!(all[0], (0, b"e0".to_vec()));
             assert_eq!(s.last_entry().unwrap().unwrap(), (2500, b"e2500".to_vec()));
             assert_eq!(s.get_meta("vote").unwrap().as_deref(), Some(&b"v"[..]));
             assert!(!s.db.tree_names().iter().any(|t| t.as_ref() == b"log"));

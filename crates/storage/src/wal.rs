@@ -8,7 +8,7 @@
 //!
 //! Format (version 1), all integers little-endian:
 //! - segment header, 24 bytes: magic `PRSDWAL\0`, format version (u32), 4 zero bytes,
-//!   the index up to which the log is purged (u64, 0 for none);
+//!   the first index not purged (u64; 0: nothing purged, as index 0 is a real entry);
 //! - then records: payload length (u32), CRC-32 of index and payload (u32), index
 //!   (u64), payload. Indexes are consecutive within and across segments.
 //!
@@ -19,8 +19,8 @@
 //! next one is started, so only the last can have a torn tail.
 //!
 //! Purging writes the purge point into the first kept segment's header before older
-//! segments are deleted; an open skips records at or below the highest purge point it
-//! finds, and deletes segments wholly below it.
+//! segments are deleted; an open skips records below the highest point it finds, and
+//! deletes segments wholly below it.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -148,9 +148,9 @@ impl Wal {
             dir_dirty: false,
             segment_bytes: segment_bytes.max(HEADER + 1),
         };
-        // The purge point: the highest any header records.
+        // The purge point (first index kept): the highest any header records.
         let mut contents = Vec::with_capacity(names.len());
-        let mut purged = 0u64;
+        let mut keep_from = 0u64;
         let count = names.len();
         for (k, (first, path)) in names.into_iter().enumerate() {
             let b = fs::read(&path).map_err(|e| io("reading", &path, e))?;
@@ -175,7 +175,7 @@ impl Wal {
                     path.display()
                 )));
             }
-            purged = purged.max(u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")));
+            keep_from = keep_from.max(u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")));
             contents.push((first, path, b));
         }
         let count = contents.len();
@@ -184,8 +184,8 @@ impl Wal {
             let last_segment = k + 1 == count;
             if let Some(e) = expected
                 && e != first
-                && e <= purged
-                && first <= purged + 1
+                && e < keep_from
+                && first <= keep_from
             {
                 // Everything before is purged: a gap there is what a purge leaves.
                 expected = Some(first);
@@ -208,7 +208,7 @@ impl Wal {
                 let bad = match decode(&b, off) {
                     Ok((index, _, _)) if index != next => Some("an index out of sequence"),
                     Ok((_, _, end)) => {
-                        if next > purged {
+                        if next >= keep_from {
                             locs.push(Loc {
                                 seg: 0,
                                 off: off as u64,
@@ -240,7 +240,7 @@ impl Wal {
                 }
             }
             expected = Some(next);
-            if next <= purged + 1 && !last_segment {
+            if next <= keep_from && !last_segment {
                 // Wholly purged: a purge was cut short before deleting it.
                 fs::remove_file(&path).map_err(|e| io("removing", &path, e))?;
                 inner.dir_dirty = true;
@@ -254,7 +254,7 @@ impl Wal {
             let id = inner.next_id;
             inner.next_id += 1;
             if inner.locs.is_empty() {
-                inner.first = first.max(purged + 1).min(next);
+                inner.first = first.max(keep_from).min(next);
             }
             inner
                 .locs
@@ -267,7 +267,7 @@ impl Wal {
             });
         }
         if inner.locs.is_empty() {
-            inner.first = expected.unwrap_or(0).max(purged + 1);
+            inner.first = expected.unwrap_or(0).max(keep_from);
         }
         Ok(Wal {
             inner: Mutex::new(inner),
@@ -576,7 +576,7 @@ fn cut(f: &File, at: u64, limit: u64) -> std::io::Result<()> {
 
 fn write_purged(s: &Segment, upto: u64) -> Result<()> {
     s.file
-        .write_all_at(&upto.to_le_bytes(), PURGED_AT)
+        .write_all_at(&(upto + 1).to_le_bytes(), PURGED_AT)
         .and_then(|_| s.file.sync_data())
         .map_err(|e| io("recording the purge point in", &s.path, e))
 }

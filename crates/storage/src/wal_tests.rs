@@ -186,7 +186,7 @@ fn a_purge_cut_short_is_finished_at_the_next_open() {
         .parse()
         .unwrap();
     let f = OpenOptions::new().write(true).open(third).unwrap();
-    f.write_all_at(&first_of_third.to_le_bytes(), PURGED_AT)
+    f.write_all_at(&(first_of_third + 1).to_le_bytes(), PURGED_AT)
         .unwrap();
     drop(f);
     let w = Wal::open_with(dir.path(), 250).unwrap();
@@ -226,4 +226,20 @@ fn a_newer_format_is_refused_by_name() {
         msg.contains("has format 2; this release reads up to 1"),
         "{msg}"
     );
+}
+
+#[test]
+fn index_zero_is_an_entry_like_any_other() {
+    // openraft's first entry (the initial membership) has index 0.
+    let dir = tempfile::tempdir().unwrap();
+    let w = Wal::open_with(dir.path(), 250).unwrap();
+    w.append(entries(0, 30)).unwrap();
+    w.sync().unwrap();
+    drop(w);
+    let w = Wal::open_with(dir.path(), 250).unwrap();
+    assert_eq!(w.read_range(0, None).unwrap(), entries(0, 30));
+    w.purge_upto(0).unwrap();
+    drop(w);
+    let w = Wal::open_with(dir.path(), 250).unwrap();
+    assert_eq!(w.read_range(0, None).unwrap(), entries(1, 30));
 }
