@@ -2,9 +2,7 @@
 //!
 //! A log append is one `pwrite` at the end of the active segment and becomes durable
 //! with one `fdatasync` of that file ([`Wal::sync`]), however many appends it covers.
-//! Before, the log lived in a sled tree, and every sync was a `sled::Db::flush` of the
-//! whole database (state records included): the largest CPU cost of a write on the
-//! leader (docs/benchmarks.md, "Where a write spends its time").
+//! (Before, the log was a sled tree and every sync a flush of all of sled.)
 //!
 //! Format (version 1), all integers little-endian:
 //! - segment header, 24 bytes: magic `PRSDWAL\0`, format version (u32), 4 zero bytes,
@@ -24,11 +22,13 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{Result, StoreError};
+use StoreError::Corrupt as corrupt;
 
 const MAGIC: &[u8; 8] = b"PRSDWAL\0";
 const VERSION: u32 = 1;
@@ -39,10 +39,6 @@ const RECORD_HEAD: usize = 16;
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// No legal log entry comes near this; a larger length is damage, not an entry.
 const MAX_RECORD: u32 = 1 << 30;
-
-fn corrupt(msg: String) -> StoreError {
-    StoreError::Corrupt(msg)
-}
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
@@ -153,7 +149,11 @@ impl Wal {
         let mut keep_from = 0u64;
         let count = names.len();
         for (k, (first, path)) in names.into_iter().enumerate() {
-            let b = fs::read(&path).map_err(|e| io("reading", &path, e))?;
+            // Headers first (one segment's bytes at a time are read below).
+            let mut b = Vec::with_capacity(HEADER as usize);
+            File::open(&path)
+                .and_then(|f| f.take(HEADER).read_to_end(&mut b))
+                .map_err(|e| io("reading", &path, e))?;
             let blank = b.len() < HEADER as usize || b[0..8].iter().all(|&x| x == 0);
             if blank && k + 1 == count {
                 // Created, then a crash before its header was synced: holds nothing.
@@ -176,12 +176,13 @@ impl Wal {
                 )));
             }
             keep_from = keep_from.max(u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")));
-            contents.push((first, path, b));
+            contents.push((first, path));
         }
         let count = contents.len();
         let mut expected: Option<u64> = None;
-        for (k, (first, path, b)) in contents.into_iter().enumerate() {
+        for (k, (first, path)) in contents.into_iter().enumerate() {
             let last_segment = k + 1 == count;
+            let b = fs::read(&path).map_err(|e| io("reading", &path, e))?;
             if let Some(e) = expected
                 && e != first
                 && e < keep_from
