@@ -29,53 +29,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{Result, StoreError};
 use StoreError::Corrupt as corrupt;
+use record::{MAX_RECORD, RECORD_HEAD, decode, encode};
+
+mod record;
 
 const MAGIC: &[u8; 8] = b"PRSDWAL\0";
 const VERSION: u32 = 1;
 const HEADER: u64 = 24;
 const PURGED_AT: u64 = 16;
-const RECORD_HEAD: usize = 16;
 /// A segment is closed once it holds this much (a record may end past it).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
-/// No legal log entry comes near this; a larger length is damage, not an entry.
-const MAX_RECORD: u32 = 1 << 30;
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
-}
-
-fn crc(index: u64, payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&index.to_le_bytes());
-    h.update(payload);
-    h.finalize()
-}
-
-fn encode(out: &mut Vec<u8>, index: u64, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc(index, payload).to_le_bytes());
-    out.extend_from_slice(&index.to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// One record parsed from `b` at `off`: (index, payload range), or why not.
-fn decode(b: &[u8], off: usize) -> std::result::Result<(u64, usize, usize), &'static str> {
-    let head = b
-        .get(off..off + RECORD_HEAD)
-        .ok_or("a torn record header")?;
-    let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes"));
-    let sum = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-    let index = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
-    if len > MAX_RECORD {
-        return Err("a record length beyond any entry");
-    }
-    let start = off + RECORD_HEAD;
-    let end = start + len as usize;
-    let payload = b.get(start..end).ok_or("a torn record")?;
-    if crc(index, payload) != sum {
-        return Err("a record that fails its CRC");
-    }
-    Ok((index, start, end))
 }
 
 fn segment_name(first: u64) -> String {
