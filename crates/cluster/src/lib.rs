@@ -12,6 +12,7 @@ mod service;
 /// Public only for the fuzz targets (`fuzz/`): the snapshot file reader.
 #[doc(hidden)]
 pub mod snapshot;
+mod machine;
 mod store;
 
 /// The pre-vote messages (public for the fuzz targets).

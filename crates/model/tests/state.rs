@@ -381,7 +381,7 @@ fn bad_values_are_refused_without_change() {
 
 // ------------------------------------------------------------------ property test
 
-const USERS: &[&str] = &["ann", "ben", "cat", "dan", "eve", "fay"];
+const USERS: &[&str] = &["ann", "anna", "ben", "cat", "dan", "eve", "fay"];
 
 fn arb_user() -> impl Strategy<Value = String> {
     prop::sample::select(USERS).prop_map(str::to_string)

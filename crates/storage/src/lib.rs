@@ -1,6 +1,7 @@
-//! Durable storage for one node: the Raft log, Raft's own metadata (vote, committed,
-//! purged), the state-machine records with their last-applied marker, and the current
-//! snapshot.
+//! Durable storage for one node: the Raft log and Raft's own metadata (vote, committed,
+//! purged). The state-machine records with their last-applied marker are how earlier
+//! releases kept the state (the cluster crate now keeps it in snapshot files): it reads
+//! them once at upgrade and clears them with [`Store::sm_replace`].
 //!
 //! The [`Store`] trait speaks bytes only, so the Raft library and the state's encoding
 //! stay out of it and another engine can replace sled without touching the cluster
@@ -9,10 +10,10 @@
 //! Durability contract:
 //! - [`Store::append`], [`Store::put_meta`], [`Store::truncate_from`], [`Store::purge_upto`]
 //!   write; they are durable after the next [`Store::flush`] returns.
-//! - [`Store::sm_commit`] writes state records and the applied marker in one atomic batch,
-//!   made durable in the background: after a crash the state may be an earlier one (never
-//!   a mix), and Raft applies the log again from its marker. [`Store::purge_upto`] makes
-//!   the state durable before it deletes entries, so the log it needs is always there.
+//! - [`Store::sm_commit`] writes state records and the applied marker in one atomic batch
+//!   (the earlier releases' write path; tests build that layout with it), made durable in
+//!   the background: after a crash the state may be an earlier one (never a mix).
+//!   [`Store::purge_upto`] makes it durable before it deletes entries.
 //! - [`Store::sm_replace`] swaps the whole state atomically (snapshot install): after a
 //!   crash the old state or the new one is there, never a mix.
 //!

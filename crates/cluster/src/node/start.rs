@@ -16,7 +16,8 @@ use crate::compaction::LogSizes;
 use crate::network::Network;
 use crate::service::{ClusterService, RaftService};
 use crate::snapshot::Files;
-use crate::store::{LogStore, StateMachine};
+use crate::machine::StateMachine;
+use crate::store::LogStore;
 
 use super::{ClusterConfig, ClusterError, ClusterNode};
 

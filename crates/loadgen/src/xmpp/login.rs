@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -41,14 +40,7 @@ pub(super) async fn idle_bench(
     who: &[Who],
     a: &XmppArgs,
 ) -> anyhow::Result<serde_json::Value> {
-    let pids: Vec<u32> = match &a.pid {
-        Some(p) => p
-            .split(',')
-            .map(|s| s.trim().parse())
-            .collect::<Result<_, _>>()
-            .context("--pid")?,
-        None => Vec::new(),
-    };
+    let pids = super::stats::pids(a.pid.as_deref())?;
     let before = if pids.is_empty() {
         None
     } else {

@@ -92,7 +92,8 @@ pub struct XmppArgs {
     /// presence: pause between two changes, milliseconds.
     #[arg(long, default_value_t = 50)]
     gap_ms: u64,
-    /// idle: server process ids whose RSS is summed (comma separated).
+    /// idle: server process ids whose RSS is summed; pingpong: whose CPU is measured
+    /// (comma separated).
     #[arg(long)]
     pid: Option<String>,
     /// idle: seconds to wait after the last initial presence before measuring.

@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 
 use super::client::{self, Session, esc, now_us};
 use super::sessions::{close_all, common, login_many};
-use super::stats::{errs_summary, hist, ms};
+use super::stats::{CpuWindow, errs_summary, hist, ms, pids};
 use super::{Ctx, Who, XmppArgs};
 
 fn chat(to: &str) -> String {
@@ -24,6 +24,7 @@ pub(super) async fn pingpong_bench(
     who: &[Who],
     a: &XmppArgs,
 ) -> anyhow::Result<serde_json::Value> {
+    let server_pids = pids(a.pid.as_deref())?;
     let l = login_many(ctx, who).await;
     anyhow::ensure!(
         l.errors.is_empty(),
@@ -39,6 +40,13 @@ pub(super) async fn pingpong_bench(
     let jids: Vec<String> = sessions.iter().map(|s| s.jid.clone()).collect();
     let begin = now_us() + (a.warmup * 1e6) as u64;
     let end = begin + (a.seconds * 1e6) as u64;
+    // CPU over the measured window, so a server is not judged by the client's limit.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_micros(begin.saturating_sub(now_us()))).await;
+        let w = CpuWindow::start(&server_pids);
+        tokio::time::sleep(Duration::from_micros(end.saturating_sub(now_us()))).await;
+        w.finish()
+    });
     let mut set = JoinSet::new();
     let mut writers = Vec::new();
     for (i, mut s) in sessions.into_iter().enumerate() {
@@ -124,6 +132,7 @@ pub(super) async fn pingpong_bench(
             errs.push(le);
         }
     }
+    let (client_cpu, server_cpu) = cpu.await.expect("cpu sampler");
     close_all(writers).await;
     let rate = all.len() as f64 / a.seconds;
     println!(
@@ -137,9 +146,14 @@ pub(super) async fn pingpong_bench(
         all.max() as f64 / 1000.0,
         errs_summary(&errs)
     );
+    let server_cpu_text = server_cpu.map_or("not measured (no --pid)".into(), |c| format!("{c:.0}%"));
+    println!(
+        "pingpong: CPU over the measured window (100% = one core): load generator {client_cpu:.0}%, server {server_cpu_text}"
+    );
     Ok(
         json!({"pairs": a.pairs, "window": a.window, "seconds": a.seconds, "messages": all.len(),
               "msgs_per_sec": rate, "p50_ms": ms(&all, 0.5), "p99_ms": ms(&all, 0.99),
-              "p999_ms": ms(&all, 0.999), "max_ms": all.max() as f64 / 1000.0, "errors": errors}),
+              "p999_ms": ms(&all, 0.999), "max_ms": all.max() as f64 / 1000.0, "errors": errors,
+              "client_cpu_pct": client_cpu, "server_cpu_pct": server_cpu}),
     )
 }

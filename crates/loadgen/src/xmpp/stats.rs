@@ -46,3 +46,63 @@ pub(super) fn rss_kib(pids: &[u32]) -> anyhow::Result<u64> {
     }
     Ok(sum)
 }
+
+/// CPU time (user + system, all threads) a process has used so far, in seconds:
+/// fields 14 and 15 of `/proc/PID/stat`, in USER_HZ ticks (100 per second on Linux,
+/// a fixed ABI value). `None` if the process is gone.
+pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// Process ids from a comma-separated `--pid` list.
+pub(super) fn pids(list: Option<&str>) -> anyhow::Result<Vec<u32>> {
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().with_context(|| format!("bad pid {p:?}")))
+        .collect()
+}
+
+/// CPU used over a window by this load generator and by the server processes: each
+/// as a percentage of one core (so 200 is both cores of a 2-core machine).
+pub(super) struct CpuWindow {
+    wall: std::time::Instant,
+    client: f64,
+    server: Vec<(u32, f64)>,
+}
+
+impl CpuWindow {
+    pub(super) fn start(server: &[u32]) -> Self {
+        CpuWindow {
+            wall: std::time::Instant::now(),
+            client: cpu_seconds(std::process::id()).unwrap_or(0.0),
+            server: server
+                .iter()
+                .map(|&p| (p, cpu_seconds(p).unwrap_or(0.0)))
+                .collect(),
+        }
+    }
+
+    /// `(client %, server %)`; the server figure is `None` without server pids.
+    pub(super) fn finish(&self) -> (f64, Option<f64>) {
+        let wall = self.wall.elapsed().as_secs_f64().max(1e-3);
+        let client = cpu_seconds(std::process::id()).unwrap_or(self.client) - self.client;
+        let server = (!self.server.is_empty()).then(|| {
+            self.server
+                .iter()
+                .map(|&(p, c)| cpu_seconds(p).unwrap_or(c) - c)
+                .sum::<f64>()
+        });
+        (
+            100.0 * client / wall,
+            server.map(|s| 100.0 * s / wall),
+        )
+    }
+}

@@ -1,9 +1,10 @@
 //! The replicated state and its deterministic `apply`.
 //!
-//! The state lives in memory on every node (reads are local) and is persisted as
-//! key/value records: after each apply the storage layer takes the changed records
-//! ([`State::take_changes`]) and writes them together with the last-applied marker in
-//! one atomic batch. A snapshot is the full list of records ([`State::records`]).
+//! The state lives in memory on every node (reads are local). Its persisted form is
+//! a list of key/value records ([`State::record_iter`], streamed into a snapshot and
+//! read back by [`State::load`]). A store that keeps records between snapshots can
+//! take the records each apply changed ([`State::take_changes`]); one that does not
+//! turns that bookkeeping off ([`State::stop_tracking_changes`]).
 
 mod accounts;
 mod contacts;
@@ -71,9 +72,30 @@ pub struct State {
     /// Derived, not persisted: for each local user, the local users whose roster holds them.
     listed_by: listed::ListedBy,
     /// Records changed since the last `take_changes`.
-    dirty: BTreeSet<Key>,
+    dirty: Dirty,
     /// Derived, not persisted: recent roster removals per user (see `roster_changes_since`).
     removals: BTreeMap<String, Removals>,
+}
+
+/// The keys of the records changed since they were last taken, unless tracking is off.
+#[derive(Debug, Clone, Default)]
+struct Dirty {
+    keys: BTreeSet<Key>,
+    off: bool,
+}
+
+impl Dirty {
+    fn insert(&mut self, k: Key) {
+        if !self.off {
+            self.keys.insert(k);
+        }
+    }
+
+    fn extend(&mut self, ks: impl IntoIterator<Item = Key>) {
+        if !self.off {
+            self.keys.extend(ks);
+        }
+    }
 }
 
 /// The last few roster removals of one user, and below which version they are no

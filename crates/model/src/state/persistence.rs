@@ -36,45 +36,63 @@ impl State {
     /// The records changed since the last call: `(key, Some(value))` to write,
     /// `(key, None)` to delete.
     pub fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let dirty = std::mem::take(&mut self.dirty);
+        let dirty = std::mem::take(&mut self.dirty.keys);
         dirty
             .into_iter()
             .map(|k| (k.encode(), self.value_of(&k)))
             .collect()
     }
 
+    /// Stop recording which records change (for a store that persists the state only
+    /// in snapshots): `take_changes` then returns nothing.
+    pub fn stop_tracking_changes(&mut self) {
+        self.dirty.keys.clear();
+        self.dirty.off = true;
+    }
+
     /// Every record of the state, in key order: the snapshot format.
     pub fn records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut keys = vec![Key::Meta, Key::Settings];
-        for (u, d) in &self.users {
-            keys.push(Key::Account(u.clone()));
-            keys.push(Key::Version(u.clone()));
-            keys.extend(
-                d.roster
-                    .items
-                    .keys()
-                    .map(|j| Key::Item(u.clone(), j.to_string())),
-            );
-            keys.extend(
-                d.roster
-                    .pending_in
-                    .iter()
-                    .map(|j| Key::PendingIn(u.clone(), j.clone())),
-            );
-            keys.push(Key::OfflineNext(u.clone()));
-            keys.extend(
-                d.offline
-                    .messages
-                    .keys()
-                    .map(|s| Key::Offline(u.clone(), *s)),
-            );
-        }
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = keys
-            .iter()
-            .filter_map(|k| self.value_of(k).map(|v| (k.encode(), v)))
-            .collect();
-        out.sort();
-        out
+        self.record_iter().collect()
+    }
+
+    /// Every record of the state in key order, produced one at a time (a snapshot of
+    /// millions of records is written without a second copy of them in memory).
+    /// Keys start with their kind's letter (`keys.rs`), so the order is: accounts,
+    /// meta, offline counters, offline messages, pending requests, roster items,
+    /// settings, roster versions; within a kind, users in name order (a shorter name
+    /// sorts first, as its key's 0 separator sorts below any name byte).
+    pub fn record_iter(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+        let users = || self.users.iter();
+        let accounts = users().map(|(u, _)| Key::Account(u.clone()));
+        let counters = users().map(|(u, _)| Key::OfflineNext(u.clone()));
+        let offline = users().flat_map(|(u, d)| {
+            d.offline
+                .messages
+                .keys()
+                .map(move |s| Key::Offline(u.clone(), *s))
+        });
+        let pending = users().flat_map(|(u, d)| {
+            d.roster
+                .pending_in
+                .iter()
+                .map(move |j| Key::PendingIn(u.clone(), j.clone()))
+        });
+        let items = users().flat_map(|(u, d)| {
+            d.roster
+                .items
+                .keys()
+                .map(move |j| Key::Item(u.clone(), j.to_string()))
+        });
+        let versions = users().map(|(u, _)| Key::Version(u.clone()));
+        accounts
+            .chain(std::iter::once(Key::Meta))
+            .chain(counters)
+            .chain(offline)
+            .chain(pending)
+            .chain(items)
+            .chain(std::iter::once(Key::Settings))
+            .chain(versions)
+            .filter_map(|k| self.value_of(&k).map(|v| (k.encode(), v)))
     }
 
     /// Rebuild a state from records (as written by `take_changes` or `records`).
