@@ -6,13 +6,13 @@ pub mod auth;
 mod batcher;
 mod compaction;
 pub mod format;
+mod machine;
 mod network;
 mod node;
 mod service;
 /// Public only for the fuzz targets (`fuzz/`): the snapshot file reader.
 #[doc(hidden)]
 pub mod snapshot;
-mod machine;
 mod store;
 
 /// The pre-vote messages (public for the fuzz targets).

@@ -464,6 +464,9 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
         let e = open_durable(&store, &files).unwrap_err();
-        assert!(e.contains("snapshots/current.snap") && e.contains("truncated"), "{e}");
+        assert!(
+            e.contains("snapshots/current.snap") && e.contains("truncated"),
+            "{e}"
+        );
     }
 }

@@ -13,10 +13,10 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::{AddSecret, AdminGuard, CheckSecret, NodeGuard};
 use crate::compaction::LogSizes;
+use crate::machine::StateMachine;
 use crate::network::Network;
 use crate::service::{ClusterService, RaftService};
 use crate::snapshot::Files;
-use crate::machine::StateMachine;
 use crate::store::LogStore;
 
 use super::{ClusterConfig, ClusterError, ClusterNode};

@@ -20,15 +20,20 @@ impl ClusterNode {
     /// Resolves when the Raft core has stopped on a fatal error (a storage write that
     /// failed, a full disk), with the reason. The process should then exit, so that it
     /// is restarted once the cause is fixed, instead of staying up without Raft.
+    ///
+    /// Polled four times a second rather than woken by the metrics channel: openraft
+    /// updates its metrics several times per write, and a waiter on them is one more
+    /// thread wake-up per write (it showed in the context switches of a lone writer).
     pub async fn stopped_fatally(&self) -> String {
-        let mut rx = self.raft.metrics();
+        let rx = self.raft.metrics();
         loop {
             if let Err(e) = &rx.borrow().running_state {
                 return e.to_string();
             }
-            if rx.changed().await.is_err() {
+            if rx.has_changed().is_err() {
                 return "the Raft core is gone".into();
             }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
@@ -90,12 +95,12 @@ impl ClusterNode {
 
     pub(super) fn spawn_metrics(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let mut rx = self.raft.metrics();
+        let rx = self.raft.metrics();
         tokio::spawn(async move {
             loop {
                 let Some(node) = weak.upgrade() else { return };
                 {
-                    let m = rx.borrow_and_update().clone();
+                    let m = rx.borrow().clone();
                     metrics::gauge!("presenced_raft_term").set(m.current_term as f64);
                     metrics::gauge!("presenced_raft_last_log_index")
                         .set(m.last_log_index.unwrap_or(0) as f64);
@@ -112,8 +117,9 @@ impl ClusterNode {
                     metrics::gauge!("presenced_users").set(node.read(|s| s.user_count()) as f64);
                 }
                 drop(node);
-                // Wake on change, and at least every second (commit/applied move without it).
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+                // On a timer, not on every change of openraft's metrics: they change
+                // several times per write, and each change was a wake-up of this task.
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
     }
