@@ -146,7 +146,8 @@ pub(super) async fn pingpong_bench(
         all.max() as f64 / 1000.0,
         errs_summary(&errs)
     );
-    let server_cpu_text = server_cpu.map_or("not measured (no --pid)".into(), |c| format!("{c:.0}%"));
+    let server_cpu_text =
+        server_cpu.map_or("not measured (no --pid)".into(), |c| format!("{c:.0}%"));
     println!(
         "pingpong: CPU over the measured window (100% = one core): load generator {client_cpu:.0}%, server {server_cpu_text}"
     );

@@ -100,9 +100,6 @@ impl CpuWindow {
                 .map(|&(p, c)| cpu_seconds(p).unwrap_or(c) - c)
                 .sum::<f64>()
         });
-        (
-            100.0 * client / wall,
-            server.map(|s| 100.0 * s / wall),
-        )
+        (100.0 * client / wall, server.map(|s| 100.0 * s / wall))
     }
 }
