@@ -1,5 +1,7 @@
-//! openraft's network over tonic: each Raft RPC is one unary call carrying the
-//! serialised openraft message as opaque bytes.
+//! openraft's network over tonic: each Raft RPC carries the serialised openraft
+//! message as opaque bytes. Appends (and heartbeats) go on one long-lived stream per
+//! peer, `AppendStream`, one request and its answer at a time; votes, pre-votes and
+//! snapshot chunks are unary calls, and so are appends to a node of an earlier release.
 
 use std::time::Duration;
 
@@ -55,6 +57,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client,
             append_limit: presenced_proto::APPEND_BYTES,
             append_in_flight: false,
+            stream: None,
+            unary_only: false,
         }
     }
 }
@@ -108,6 +112,20 @@ pub struct PeerClient {
     append_limit: usize,
     /// An append was sent and has not returned (openraft drops it at its deadline).
     append_in_flight: bool,
+    /// The open append stream (`None`: open one at the next append).
+    stream: Option<AppendStream>,
+    /// The peer answered `Unimplemented` to `AppendStream` (an earlier release).
+    unary_only: bool,
+}
+
+/// The sending half and the answers of an `AppendStream` call.
+struct AppendStream {
+    tx: tokio::sync::mpsc::Sender<RaftBytes>,
+    rx: tonic::Streaming<RaftBytes>,
+    /// A request is out and its answer not read: a call dropped by openraft at its
+    /// deadline leaves the stream so, and it is not used again (the late answer would
+    /// be taken for the next request's).
+    busy: bool,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, E>>;
@@ -157,17 +175,112 @@ impl PeerClient {
             "vote" => client.vote(request).await,
             _ => client.install_snapshot(request).await,
         };
-        let reply = fut.map_err(|s| {
-            metrics::counter!("presenced_raft_rpc_errors_total", "rpc" => kind).increment(1);
-            if s.code() == tonic::Code::Unauthenticated {
-                tracing::error!(target_node = self.target, "peer refused our cluster secret");
-            }
-            RPCError::Unreachable(Unreachable::new(&s))
-        })?;
-        let reply = reply.into_inner();
+        let reply = fut.map_err(|s| self.unreachable(kind, s))?;
+        self.answer(reply.into_inner())
+    }
+
+    fn unreachable<E: std::error::Error>(
+        &self,
+        kind: &'static str,
+        s: tonic::Status,
+    ) -> RPCError<NodeId, Node, E> {
+        metrics::counter!("presenced_raft_rpc_errors_total", "rpc" => kind).increment(1);
+        if s.code() == tonic::Code::Unauthenticated {
+            tracing::error!(target_node = self.target, "peer refused our cluster secret");
+        }
+        RPCError::Unreachable(Unreachable::new(&s))
+    }
+
+    fn answer<Resp, E>(&self, reply: RaftBytes) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let r: Result<Resp, E> = crate::format::unwire(reply.format, &reply.data)
             .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Send one append on the peer's append stream (opened here when there is none) and
+    /// read its answer. Any failure closes the stream; the next append opens another.
+    async fn send_streamed(
+        &mut self,
+        data: Vec<u8>,
+        opt: &RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        if self.stream.as_ref().is_some_and(|s| s.busy) {
+            self.stream = None;
+        }
+        if self.stream.is_none() {
+            match self.open_stream(opt).await {
+                Ok(s) => self.stream = Some(s),
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    tracing::info!(
+                        target_node = self.target,
+                        "the peer has no append stream (an earlier release): appends as unary calls"
+                    );
+                    self.unary_only = true;
+                    return self.send("append", data, opt).await;
+                }
+                Err(s) => return Err(self.unreachable("append", s)),
+            }
+        }
+        let s = self.stream.as_mut().expect("opened above");
+        s.busy = true;
+        let msg = RaftBytes {
+            data,
+            format: crate::format::WIRE,
+        };
+        let exchange = async {
+            s.tx.send(msg)
+                .await
+                .map_err(|_| tonic::Status::unavailable("the append stream closed"))?;
+            match s.rx.message().await {
+                Ok(Some(reply)) => Ok(reply),
+                Ok(None) => Err(tonic::Status::unavailable("the append stream ended")),
+                Err(e) => Err(e),
+            }
+        };
+        let answer = tokio::time::timeout(opt.hard_ttl(), exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(
+                    "append not answered in time",
+                ))
+            });
+        match answer {
+            Ok(reply) => {
+                s.busy = false;
+                self.answer(reply)
+            }
+            Err(st) => {
+                self.stream = None;
+                Err(self.unreachable("append", st))
+            }
+        }
+    }
+
+    async fn open_stream(&mut self, opt: &RPCOption) -> Result<AppendStream, tonic::Status> {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(tonic::Status::unavailable(e.clone())),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<RaftBytes>(1);
+        let outbound =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        // No grpc-timeout on the call: the stream lives as long as the connection.
+        let call = client.append_stream(tonic::Request::new(outbound));
+        let replies = tokio::time::timeout(opt.hard_ttl(), call)
+            .await
+            .map_err(|_| {
+                tonic::Status::deadline_exceeded("the append stream did not open in time")
+            })??;
+        metrics::counter!("presenced_raft_append_streams_opened_total").increment(1);
+        Ok(AppendStream {
+            tx,
+            rx: replies.into_inner(),
+            busy: false,
+        })
     }
 }
 
@@ -193,7 +306,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             metrics::counter!("presenced_raft_append_split_total").increment(1);
         }
         self.append_in_flight = true;
-        let res = self.send("append", data, &option).await;
+        let res = if self.unary_only {
+            self.send("append", data, &option).await
+        } else {
+            self.send_streamed(data, &option).await
+        };
         self.append_in_flight = false;
         if res.is_ok() {
             self.append_limit = (self.append_limit * 2).min(presenced_proto::APPEND_BYTES);

@@ -1,8 +1,10 @@
 //! The gRPC servers a node runs for its peers: the Raft transport and the Cluster
 //! helpers (propose, read index, status, membership) that followers forward to the leader.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::Stream;
 use presenced_proto::raft::cluster_server::Cluster;
 use presenced_proto::raft::raft_server::Raft as RaftRpc;
 use presenced_proto::raft::{
@@ -11,7 +13,7 @@ use presenced_proto::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use openraft::Vote;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -23,18 +25,40 @@ use crate::{NodeId, TypeConfig};
 pub struct RaftService(pub Arc<ClusterNode>);
 
 fn parse<T: DeserializeOwned>(r: Request<RaftBytes>) -> Result<T, Status> {
-    let r = r.into_inner();
+    decode(&r.into_inner())
+}
+
+fn decode<T: DeserializeOwned>(r: &RaftBytes) -> Result<T, Status> {
     crate::format::unwire(r.format, &r.data)
         .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
 }
 
-fn reply<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
+fn encode<T: Serialize>(v: &T) -> Result<RaftBytes, Status> {
     let data = crate::format::wire(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftBytes {
+    Ok(RaftBytes {
         data,
         format: crate::format::WIRE,
-    }))
+    })
 }
+
+fn reply<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
+    encode(v).map(Response::new)
+}
+
+/// One append from a stream: checked like a unary `AppendEntries`, answered in turn.
+async fn append_one(
+    node: &ClusterNode,
+    info: Option<&presenced_tls::PeerInfo>,
+    msg: &RaftBytes,
+) -> Result<RaftBytes, Status> {
+    let rpc: AppendEntriesRequest<TypeConfig> = decode(msg)?;
+    if let Some(claimed) = rpc.vote.leader_id().voted_for() {
+        presenced_tls::check_claim(info, claimed)?;
+    }
+    encode(&node.raft.append_entries(rpc).await)
+}
+
+type Replies = Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send>>;
 
 /// Parse a Raft message and check that the node it speaks for (the vote's leader or
 /// candidate) is the node whose certificate the connection carries.
@@ -52,6 +76,31 @@ fn parse_claimed<T: DeserializeOwned>(
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
+    type AppendStreamStream = Replies;
+
+    /// Appends one after the other, each answered before the next is read. A bad one
+    /// ends the stream with its error (the sender opens a new stream).
+    async fn append_stream(
+        &self,
+        r: Request<Streaming<RaftBytes>>,
+    ) -> Result<Response<Replies>, Status> {
+        let info = presenced_tls::peer_info(&r).cloned();
+        let state = (r.into_inner(), self.0.clone(), info, false);
+        let replies = futures::stream::unfold(state, |(mut rx, node, info, failed)| async move {
+            if failed {
+                return None;
+            }
+            let msg = match rx.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) | Err(_) => return None,
+            };
+            let res = append_one(&node, info.as_ref(), &msg).await;
+            let failed = res.is_err();
+            Some((res, (rx, node, info, failed)))
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn append_entries(&self, r: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let rpc = parse_claimed(r, |m: &AppendEntriesRequest<TypeConfig>| &m.vote)?;
         reply(&self.0.raft.append_entries(rpc).await)
