@@ -191,6 +191,8 @@ impl PeerClient {
         RPCError::Unreachable(Unreachable::new(&s))
     }
 
+    // openraft's own error type, as its network trait returns it.
+    #[allow(clippy::result_large_err)]
     fn answer<Resp, E>(&self, reply: RaftBytes) -> RpcResult<Resp, E>
     where
         Resp: DeserializeOwned,
