@@ -18,9 +18,14 @@ use presenced_cluster::ClusterNode;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-// glibc malloc showed up at ~13% of a node's CPU under write load; mimalloc halves that.
+// glibc malloc showed up at ~13% of a node's CPU under write load. jemalloc is as fast
+// as mimalloc was here (Raft writes and c2s ping-pong within the noise) and holds far
+// less: a node's RSS at rest 31 MiB against 75-86 MiB, and 18 KiB against 25 KiB per
+// idle session summed over a 3-node cluster (docs/benchmarks.md, issue 11). Its settings
+// are compiled in from .cargo/config.toml (freed pages go back within a second);
+// `_RJEM_MALLOC_CONF` overrides them at run time.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(

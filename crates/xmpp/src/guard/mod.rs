@@ -169,8 +169,7 @@ impl Guard {
     ) -> Result<(), Refused> {
         if let Some(r) = t.ips.get(&key)
             && (r.blocked(now)
-                || r.recent(now, self.cfg.auth_failure_window) + r.in_flight
-                    >= self.cfg.auth_failures_per_ip)
+                || r.spent(now, self.cfg.auth_failure_window) >= self.cfg.auth_failures_per_ip)
         {
             return Err(Refused::AuthIpBlocked);
         }

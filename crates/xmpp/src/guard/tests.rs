@@ -219,6 +219,27 @@ fn attempts_in_flight_count_against_the_address() {
     );
 }
 
+#[test]
+fn a_trusted_address_logs_in_many_at_once_until_it_fails() {
+    let g = Guard::new(cfg());
+    let a = ip("10.4.0.1");
+    drop(g.begin(a, "x").unwrap());
+    g.succeeded(a, "x");
+    // Trusted and clean: a login storm behind one address is not refused.
+    let storm: Vec<_> = (0..10)
+        .map(|i| g.begin(a, &format!("u{i}")).unwrap())
+        .collect();
+    assert!(storm.iter().all(|at| at.class == Class::Trusted));
+    // A failure: the attempts in flight count against the budget again.
+    g.failed(a, Some("u0"));
+    assert_eq!(g.begin(a, "w").err(), Some(Refused::AuthIpBlocked));
+    drop(storm);
+    assert!(
+        g.begin(a, "w").is_ok(),
+        "one failure of three, none in flight"
+    );
+}
+
 #[tokio::test]
 async fn a_failing_accept_backs_off_instead_of_spinning() {
     let mut calls = 0;

@@ -46,6 +46,21 @@ impl Record {
             && !self.trusted(now, window)
     }
 
+    /// How much of the address's failure budget is taken: its recent failures, plus
+    /// the attempts being checked, so parallel connections cannot overrun it. An
+    /// address that logged in within the window and has not failed since is the
+    /// exception: its attempts in flight do not count (a NAT's login storm after a
+    /// restart is many users at once, and `max_unauthenticated_per_ip` still bounds
+    /// them); its first failure makes them count again.
+    pub(super) fn spent(&self, now: Instant, window: Duration) -> u32 {
+        let recent = self.recent(now, window);
+        if recent == 0 && self.trusted(now, window) {
+            0
+        } else {
+            recent + self.in_flight
+        }
+    }
+
     /// A login from this address succeeded within the window.
     pub(super) fn trusted(&self, now: Instant, window: Duration) -> bool {
         self.last_success
