@@ -10,6 +10,7 @@ mod c2s;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+mod lean_tls;
 mod sasl;
 mod tls;
 pub mod xml;
@@ -21,7 +22,6 @@ use std::time::Duration;
 use presenced_router::Router;
 use rsasl::prelude::SASLConfig;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 pub use c2s::{NS_ERRORS, NS_POLICY_FORM};
 pub use guard::{connection_cap, fd_reserve, open_file_limit};
@@ -93,7 +93,7 @@ impl Default for XmppConfig {
 pub(crate) struct Shared {
     router: Router,
     cfg: XmppConfig,
-    tls: TlsAcceptor,
+    tls: lean_tls::Acceptor,
     sasl: Arc<SASLConfig>,
     guard: Arc<guard::Guard>,
     /// Salt of the made-up keys a PLAIN login of an unknown user is checked against

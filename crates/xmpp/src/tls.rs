@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::lean_tls::Acceptor;
 use anyhow::Context as _;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 /// Where the certificate comes from.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub enum CertSource {
 }
 
 /// Build the acceptor; returns it with the path of the certificate in use.
-pub fn acceptor(src: &CertSource, domain: &str) -> anyhow::Result<(TlsAcceptor, PathBuf)> {
+pub fn acceptor(src: &CertSource, domain: &str) -> anyhow::Result<(Acceptor, PathBuf)> {
     let (cert, key) = match src {
         CertSource::Files { cert, key } => (cert.clone(), key.clone()),
         CertSource::SelfSigned { dir } => {
@@ -62,7 +62,7 @@ pub fn acceptor(src: &CertSource, domain: &str) -> anyhow::Result<(TlsAcceptor, 
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
     cfg.ignore_client_order = true;
-    Ok((TlsAcceptor::from(Arc::new(cfg)), cert))
+    Ok((Acceptor::new(Arc::new(cfg)), cert))
 }
 
 fn generate(domain: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
