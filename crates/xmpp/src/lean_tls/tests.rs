@@ -23,6 +23,13 @@ fn pair_dir() -> std::path::PathBuf {
 
 /// A server stream and a client stream over an in-memory pipe, handshake done.
 async fn connected() -> (TlsStream<DuplexStream>, ClientStream<DuplexStream>) {
+    connected_with(rustls::DEFAULT_VERSIONS).await
+}
+
+/// The same, the client offering only `versions`.
+async fn connected_with(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (TlsStream<DuplexStream>, ClientStream<DuplexStream>) {
     let dir = pair_dir();
     let (acc, cert) =
         crate::tls::acceptor(&CertSource::SelfSigned { dir: dir.clone() }, "example.test").unwrap();
@@ -33,7 +40,7 @@ async fn connected() -> (TlsStream<DuplexStream>, ClientStream<DuplexStream>) {
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
@@ -115,6 +122,24 @@ async fn a_client_key_update_is_answered_and_data_flows_on() {
     sw.flush().await.unwrap();
     let n = c.read(&mut b).await.unwrap();
     assert_eq!(&b[..n], b"still here");
+}
+
+#[tokio::test]
+async fn a_tls_1_2_client_is_served_too() {
+    let (mut s, mut c) = connected_with(&[&rustls::version::TLS12]).await;
+    assert_eq!(
+        c.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    c.write_all(b"<stream/>").await.unwrap();
+    c.flush().await.unwrap();
+    let mut b = [0u8; 16];
+    let n = s.read(&mut b).await.unwrap();
+    assert_eq!(&b[..n], b"<stream/>");
+    s.write_all(b"ok").await.unwrap();
+    s.flush().await.unwrap();
+    let n = c.read(&mut b).await.unwrap();
+    assert_eq!(&b[..n], b"ok");
 }
 
 #[tokio::test]
