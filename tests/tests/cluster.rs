@@ -44,6 +44,13 @@ fn a_setting_set_through_a_follower_is_in_force_on_every_node() {
         .ctl(f, &["settings", "set", "max_contact_list_size", "150"])
         .ok();
     assert!(out.stdout.contains("150"), "{}", out.stdout);
+    // The follower forwarded it on its proposal stream to the leader, not as a unary
+    // call (which is only for a leader of an earlier release).
+    let m = c.metrics(f);
+    assert!(
+        metric(&m, "presenced_raft_propose_streams_opened_total").unwrap_or(0.0) >= 1.0,
+        "no propose stream opened on the follower"
+    );
     // A linearizable read from every node sees it at once.
     for i in 0..3 {
         assert_eq!(

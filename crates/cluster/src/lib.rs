@@ -1,10 +1,12 @@
 //! The replicated state of a presenced cluster: openraft (kept inside this crate),
-//! its sled-backed log and state machine, the gRPC transport between nodes, and
+//! its log (segment files behind the storage trait) and in-memory state machine with
+//! its snapshot file, the gRPC transport between nodes, and
 //! [`ClusterNode`], the handle the rest of the node uses.
 
 pub mod auth;
 mod batcher;
 mod compaction;
+mod entry_cache;
 pub mod format;
 mod machine;
 mod network;

@@ -126,19 +126,80 @@ impl RaftRpc for RaftService {
 
 pub struct ClusterService(pub Arc<ClusterNode>);
 
+/// Proposals one `ProposeStream` may have under way at the leader before it stops
+/// reading more (the follower's batcher sends one at a time; this bounds a peer that
+/// does not).
+const STREAM_PROPOSALS: usize = 1024;
+
+/// Decode, propose and encode one forwarded proposal (for `Propose` and
+/// `ProposeStream`).
+async fn propose_one(node: &ClusterNode, r: &ProposeRequest) -> Result<ProposeReply, Status> {
+    let cmd = crate::format::unwire(r.format, &r.command)
+        .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
+    let (outcome, index) = node.propose_forwarded(cmd).await.map_err(Status::from)?;
+    let outcome = crate::format::wire(&outcome).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(ProposeReply {
+        outcome,
+        log_index: index,
+        format: crate::format::WIRE,
+        id: r.id,
+        error_code: 0,
+        error_message: String::new(),
+    })
+}
+
+type ProposeReplies = Pin<Box<dyn Stream<Item = Result<ProposeReply, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type ProposeStreamStream = ProposeReplies;
+
     async fn propose(&self, r: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
-        let r = r.into_inner();
-        let cmd = crate::format::unwire(r.format, &r.command)
-            .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
-        let (outcome, index) = self.0.propose_forwarded(cmd).await.map_err(Status::from)?;
-        let outcome = crate::format::wire(&outcome).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(ProposeReply {
-            outcome,
-            log_index: index,
-            format: crate::format::WIRE,
-        }))
+        propose_one(&self.0, &r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    /// Each proposal runs as its own task (they finish as their batches commit, in any
+    /// order) and is answered with its id; a failed one is answered with its status.
+    async fn propose_stream(
+        &self,
+        r: Request<Streaming<ProposeRequest>>,
+    ) -> Result<Response<ProposeReplies>, Status> {
+        let mut rx = r.into_inner();
+        let (tx, replies) = tokio::sync::mpsc::channel::<Result<ProposeReply, Status>>(64);
+        let node = self.0.clone();
+        let room = Arc::new(tokio::sync::Semaphore::new(STREAM_PROPOSALS));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = room.clone().acquire_owned().await else {
+                    return;
+                };
+                let req = match rx.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => return,
+                };
+                let (node, tx) = (node.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let reply = propose_one(&node, &req)
+                        .await
+                        .unwrap_or_else(|s| ProposeReply {
+                            id: req.id,
+                            error_code: s.code() as i32,
+                            error_message: s.message().to_string(),
+                            ..Default::default()
+                        });
+                    let _ = tx.send(Ok(reply)).await;
+                    drop(permit);
+                });
+            }
+        });
+        let out =
+            futures::stream::unfold(
+                replies,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            );
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn read_index(

@@ -18,6 +18,7 @@ use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageI
 use presenced_storage::Store;
 
 use crate::compaction::LogSizes;
+use crate::entry_cache::EntryCache;
 use crate::node::election::LastLog;
 use crate::{NodeId, TypeConfig};
 
@@ -45,6 +46,8 @@ pub struct LogStore {
     sizes: Arc<LogSizes>,
     /// The id of the last entry written (for pre-votes, `node/election.rs`).
     last: LastLog,
+    /// The newest entries, decoded, for replication (`entry_cache.rs`).
+    cache: EntryCache,
 }
 
 impl LogStore {
@@ -84,6 +87,7 @@ impl LogStore {
             committed,
             sizes,
             last,
+            cache: EntryCache::default(),
         }
     }
 
@@ -151,6 +155,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
+        if let Some(entries) = self.cache.get(from, to) {
+            return Ok(entries);
+        }
+        metrics::counter!("presenced_raft_log_reads_from_disk_total").increment(1);
         let rows = self
             .store
             .read_range(from, to)
@@ -210,20 +218,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut last = None;
+        let mut kept = Vec::new();
         let rows = entries
             .into_iter()
             .map(|e| {
                 last = Some(e.log_id);
-                Ok((
-                    e.log_id.index,
-                    crate::format::store(&e).map_err(|e| StorageIOError::write_logs(&e))?,
-                ))
+                let b = crate::format::store(&e).map_err(|e| StorageIOError::write_logs(&e))?;
+                let row = (e.log_id.index, b);
+                kept.push((e, row.1.len()));
+                Ok(row)
             })
             .collect::<SResult<Vec<_>>>()?;
         self.sizes.appended(rows.iter().map(|(i, b)| (*i, b.len())));
         self.store
             .append(rows)
             .map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        self.cache.appended(kept);
         if last.is_some() {
             self.set_last(last);
         }
@@ -237,6 +247,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         let s = self.store.clone();
         self.sizes.truncated(log_id.index);
+        self.cache.truncated(log_id.index);
         blocking(move || {
             s.truncate_from(log_id.index)?;
             s.flush()
@@ -251,6 +262,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         // Record the purge point durably first, then delete.
         self.put_meta_durably("last_purged", &log_id).await?;
+        self.cache.purged(log_id.index);
         self.store
             .purge_upto(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&io(e)))?;

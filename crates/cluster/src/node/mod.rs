@@ -9,6 +9,7 @@
 //! - Membership changes are serialised on the leader, one at a time.
 
 pub(crate) mod election;
+mod forward;
 mod membership;
 mod reads;
 mod start;
@@ -142,6 +143,8 @@ pub struct ClusterNode {
     secret: AddSecret,
     check: CheckSecret,
     peers: Mutex<HashMap<(NodeId, String), PeerClient>>,
+    /// Proposal streams to the leader (`forward.rs`).
+    forwarding: forward::Forwarding,
     pub(crate) transport: presenced_tls::Transport,
     membership_lock: tokio::sync::Mutex<()>,
     batcher: crate::batcher::Batcher,

@@ -126,6 +126,7 @@ impl ClusterNode {
             check: CheckSecret::new(&cfg.secret),
             secret,
             peers: Mutex::new(HashMap::new()),
+            forwarding: Default::default(),
             transport: cfg.transport.clone(),
             membership_lock: tokio::sync::Mutex::new(()),
             timeout: cfg.timeout,

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use presenced_model::{Command, Outcome};
-use presenced_proto::raft::ProposeRequest;
 use presenced_proto::raft::cluster_client::ClusterClient;
 use tracing::Instrument;
 
@@ -84,7 +83,9 @@ impl ClusterNode {
 
     async fn write_indexed(&self, cmd: Command) -> Result<(Outcome, u64), ClusterError> {
         let op = cmd.name();
-        let span = tracing::info_span!("raft_command", op, node = self.id);
+        // Debug level: the admin call around it has its own span, and an info span per
+        // write (its fields formatted by the fmt layer) showed in profiles at 64 writers.
+        let span = tracing::debug_span!("raft_command", op, node = self.id);
         let t = Instant::now();
         let res = self.batcher.submit(cmd).instrument(span).await;
         let result = match &res {
@@ -122,60 +123,8 @@ impl ClusterNode {
         .await
     }
 
-    async fn forward_propose(
-        &self,
-        cmd: &Command,
-        id: NodeId,
-        addr: String,
-        deadline: Instant,
-    ) -> Result<(Outcome, u64), ClusterError> {
-        let mut c = self.peer(id, &addr)?;
-        let command =
-            crate::format::wire(cmd).map_err(|e| ClusterError::Internal(e.to_string()))?;
-        let mut req = tonic::Request::new(ProposeRequest {
-            command,
-            format: crate::format::WIRE,
-        });
-        req.set_timeout(remaining(deadline).max(Duration::from_millis(100)));
-        // A leader that went silent (cut off, paused) holds the call until the deadline;
-        // once this node follows a new leader, waiting longer tells the caller nothing
-        // more: the outcome is unknown either way, and a retry goes to the new leader.
-        let answer = tokio::select! {
-            r = c.propose(req) => r,
-            () = self.leader_moved_from(id) => {
-                metrics::counter!("presenced_raft_forwards_abandoned_total").increment(1);
-                return Err(ClusterError::Unavailable(format!(
-                    "the leadership moved away from node {id} during the write; it may or may not have been applied"
-                )));
-            }
-        };
-        match answer {
-            Ok(r) => {
-                let r = r.into_inner();
-                let out = crate::format::unwire(r.format, &r.outcome)
-                    .map_err(|e| ClusterError::Internal(format!("bad outcome from leader: {e}")))?;
-                Ok((out, r.log_index))
-            }
-            // Never reached the leader: safe to ask again.
-            Err(s) if not_sent(&s) => Err(ClusterError::NotLeader),
-            // A status made up on this side from a broken connection carries its cause
-            // as source; one sent by the leader never does. Retrying could apply twice.
-            Err(s)
-                if std::error::Error::source(&s).is_some()
-                    || s.code() == tonic::Code::Unavailable
-                    || s.code() == tonic::Code::DeadlineExceeded =>
-            {
-                Err(ClusterError::Unavailable(format!(
-                    "the leader at {addr} failed during the write ({}); it may or may not have been applied",
-                    s.message()
-                )))
-            }
-            Err(s) => Err(status_to_error(s)),
-        }
-    }
-
     /// Resolves once this node knows a leader other than `id` (never, if Raft stops).
-    async fn leader_moved_from(&self, id: NodeId) {
+    pub(super) async fn leader_moved_from(&self, id: NodeId) {
         let mut rx = self.raft.metrics();
         let moved = rx
             .wait_for(|m| m.current_leader.is_some_and(|l| l != id))
