@@ -96,6 +96,15 @@ impl AdminService {
         let out: Outcome = self.node.write(cmd).await.map_err(cluster)?;
         out.map_err(refusal)
     }
+
+    /// Like `apply`, and also wait until this node has applied it: an account created
+    /// or a password set through this node logs in here at once (logins read the
+    /// node's own replica; without the wait, a login right after the call could miss
+    /// the account on a follower and count as a failed attempt).
+    async fn apply_visible(&self, cmd: Command) -> Result<Reply, Status> {
+        let out: Outcome = self.node.write_visible(cmd).await.map_err(cluster)?;
+        out.map_err(refusal)
+    }
 }
 
 #[tonic::async_trait]

@@ -32,7 +32,7 @@ pub(crate) async fn add(svc: &AdminService, r: UserAddRequest) -> Result<UserAdd
         (password, String::new())
     };
     let credentials = svc.credentials(&user, &password).await?;
-    svc.apply(Command::CreateAccount {
+    svc.apply_visible(Command::CreateAccount {
         user: user.clone(),
         credentials,
     })
@@ -66,7 +66,7 @@ pub(crate) async fn passwd(svc: &AdminService, r: PasswdRequest) -> Result<Empty
         return Err(Status::invalid_argument("empty password"));
     }
     let credentials = svc.credentials(&user, &password).await?;
-    svc.apply(Command::SetCredentials { user, credentials })
+    svc.apply_visible(Command::SetCredentials { user, credentials })
         .await?;
     Ok(Empty {})
 }
@@ -198,7 +198,7 @@ pub(crate) async fn import(
             credentials,
         })
         .collect();
-    let outcomes = match svc.apply(Command::Batch { commands }).await? {
+    let outcomes = match svc.apply_visible(Command::Batch { commands }).await? {
         Reply::Batch { outcomes } if outcomes.len() == fresh.len() => outcomes,
         other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
     };
