@@ -258,12 +258,35 @@ fn malformed_messages_from_a_peer_are_refused_and_harm_nothing() {
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
         }
         let mut cluster = ClusterClient::with_interceptor(ch, secret);
-        let bad = ProposeRequest {
-            format: 0,
-            command: b"{\"op\": \"no_such_op\"}".to_vec(),
+        let bad = |id, format, command: &[u8]| ProposeRequest {
+            format,
+            command: command.to_vec(),
+            id,
         };
-        let e = cluster.propose(bad).await.unwrap_err();
+        let e = cluster
+            .propose(bad(0, 0, b"{\"op\": \"no_such_op\"}"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        // On the proposal stream each bad request is answered with its error, by its
+        // id, and the stream goes on to the next.
+        let reqs = vec![
+            bad(1, 0, b"{\"op\": \"no_such_op\"}"),
+            bad(2, 99, b"{}"),
+            bad(3, 2, b"not json"),
+        ];
+        let mut replies = cluster
+            .propose_stream(tokio_stream::iter(reqs))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = Vec::new();
+        while let Some(r) = replies.message().await.unwrap() {
+            got.push((r.id, tonic::Code::from_i32(r.error_code)));
+        }
+        got.sort_by_key(|(id, _)| *id);
+        let invalid = tonic::Code::InvalidArgument;
+        assert_eq!(got, vec![(1, invalid), (2, invalid), (3, invalid)]);
     });
     // still healthy, state intact, still writable
     c.wait_healthy(0, Duration::from_secs(5));

@@ -27,6 +27,7 @@ fn propose(c: &Cluster, command: serde_json::Value) {
             .propose(ProposeRequest {
                 command: command.to_string().into_bytes(),
                 format: 2,
+                id: 0,
             })
             .await
             .expect("propose");

@@ -264,3 +264,7 @@ impl ClusterNode {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "forward_tests.rs"]
+mod tests;
