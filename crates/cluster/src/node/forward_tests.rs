@@ -136,24 +136,28 @@ fn set(key: &str) -> Command {
     }
 }
 
+/// A good proposal gets the leader's outcome and index, a refused one its error.
+async fn good_and_bad(node: &ClusterNode, addr: &str, deadline: Instant) {
+    let ok = node
+        .forward_propose(&set("a"), 2, addr.into(), deadline)
+        .await;
+    assert_eq!(ok.unwrap(), (Ok(Reply::Done), 7));
+    let e = node
+        .forward_propose(&set("bad"), 2, addr.into(), deadline)
+        .await;
+    assert!(
+        matches!(&e, Err(ClusterError::Invalid(m)) if m == "no such setting"),
+        "{e:?}"
+    );
+}
+
 #[tokio::test]
 async fn proposals_go_on_the_stream_and_errors_come_back_in_band() {
     let dir = tempfile::tempdir().unwrap();
     let node = follower(dir.path()).await;
     let addr = fake_leader(true).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    let (out, index) = node
-        .forward_propose(&set("a"), 2, addr.clone(), deadline)
-        .await
-        .unwrap();
-    assert_eq!((out, index), (Ok(Reply::Done), 7));
-    let e = node
-        .forward_propose(&set("bad"), 2, addr.clone(), deadline)
-        .await;
-    assert!(
-        matches!(&e, Err(ClusterError::Invalid(m)) if m == "no such setting"),
-        "{e:?}"
-    );
+    good_and_bad(&node, &addr, deadline).await;
     // Several at once share the one stream, each answered by its own reply.
     let cmd = set("b");
     let calls = (0..20).map(|_| node.forward_propose(&cmd, 2, addr.clone(), deadline));
@@ -171,18 +175,7 @@ async fn a_leader_without_the_stream_gets_unary_calls() {
     let node = follower(dir.path()).await;
     let addr = fake_leader(false).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    let (out, index) = node
-        .forward_propose(&set("a"), 2, addr.clone(), deadline)
-        .await
-        .unwrap();
-    assert_eq!((out, index), (Ok(Reply::Done), 7));
-    let e = node
-        .forward_propose(&set("bad"), 2, addr.clone(), deadline)
-        .await;
-    assert!(
-        matches!(&e, Err(ClusterError::Invalid(m)) if m == "no such setting"),
-        "{e:?}"
-    );
+    good_and_bad(&node, &addr, deadline).await;
     let f = &node.forwarding;
     assert!(f.unary_only.lock().unwrap().contains(&(2, addr)));
     assert!(f.links.lock().unwrap().is_empty());
