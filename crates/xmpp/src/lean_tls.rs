@@ -147,7 +147,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             let UnbufferedStatus { discard, state } =
                 self.conn.process_tls_records(&mut self.incoming);
             let mut step = None;
-            match state.map_err(tls_error)? {
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    self.queue_alert();
+                    return Err(tls_error(e));
+                }
+            };
+            match state {
                 ConnectionState::ReadTraffic(mut r) => {
                     while let Some(rec) = r.next_record() {
                         self.plain
@@ -232,6 +239,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
         }
     }
 
+    /// After an error, the fatal alert rustls queued for the peer (RFC 8446 §6.2), if
+    /// it hands one out: rustls keeps it in its send queue, and one more call with no
+    /// input returns it before anything else. Best effort: nothing else is processed.
+    fn queue_alert(&mut self) {
+        let outgoing = &mut self.outgoing;
+        let conn = &mut self.conn;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let ConnectionState::EncodeTlsData(mut e) = conn.process_tls_records(&mut []).state?
+            {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = e.encode(&mut buf) {
+                    outgoing.extend_from_slice(&buf[..n]);
+                }
+            }
+            Ok::<(), rustls::Error>(())
+        }));
+    }
+
     /// Write out the queued ciphertext; its buffer is released once empty.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.out_off < self.outgoing.len() {
@@ -265,9 +290,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            // On an error the connection is done: rustls allows no further call (its
-            // alert cannot be had), so the socket is just closed.
-            match self.process(Op::Nothing)? {
+            // On an error the connection is done: its alert (queued by `process`) goes
+            // out if the socket takes it at once, then the socket is closed.
+            let step = match self.process(Op::Nothing) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = self.poll_flush_out(cx);
+                    return Poll::Ready(Err(e));
+                }
+            };
+            match step {
                 Step::Ready(_) => return self.poll_flush_out(cx),
                 Step::Closed => return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
                 Step::NeedInput => {

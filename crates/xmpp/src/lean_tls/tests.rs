@@ -180,3 +180,22 @@ async fn garbage_instead_of_a_client_hello_is_refused() {
     drop(b);
     assert!(acc.accept(a).await.is_err());
 }
+
+#[tokio::test]
+async fn a_broken_client_hello_is_answered_with_a_fatal_alert() {
+    let dir = pair_dir();
+    let (acc, _) =
+        crate::tls::acceptor(&CertSource::SelfSigned { dir: dir.clone() }, "example.test").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, mut b) = duplex(4096);
+    // A handshake record holding a ClientHello of one byte: it cannot be decoded.
+    b.write_all(&[22, 3, 1, 0, 5, 1, 0, 0, 1, 0]).await.unwrap();
+    let e = acc.accept(a).await.err().expect("refused");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    // What the server sent before closing: one alert record (content type 21), level
+    // fatal (2), not the bare close of a socket.
+    let mut got = Vec::new();
+    b.read_to_end(&mut got).await.unwrap();
+    assert!(got.len() >= 7, "no alert: {got:?}");
+    assert_eq!((got[0], got[5]), (21, 2), "{got:?}");
+}
