@@ -153,6 +153,8 @@ pub struct ClusterNode {
     /// The last entry of this node's log (the log store keeps it) and the timing of the
     /// elections this node starts (`election.rs`).
     last_log: election::LastLog,
+    /// This node's log when it started, and the term it led then (`reads.rs`).
+    started_with: reads::StartedWith,
     election: election::ElectionTiming,
     elections_started: AtomicU64,
 }

@@ -10,6 +10,15 @@ use tokio::sync::broadcast;
 use super::writes::{remaining, status_to_error};
 use super::{ClusterError, ClusterNode};
 
+/// What a restored leader must have applied before it answers a read index.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StartedWith {
+    /// The index of the last entry in the log at start.
+    pub(super) last_index: u64,
+    /// The term of this node's own committed vote at start (it led then).
+    pub(super) leader_term: Option<u64>,
+}
+
 impl ClusterNode {
     /// Read the local replica (may trail the leader by a few milliseconds).
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
@@ -56,7 +65,37 @@ impl ClusterNode {
         .await
     }
 
+    /// The read index, as the leader. openraft 0.9 restores a node that led before a
+    /// restart as the leader of the same term at once, with the commit point it last
+    /// stored (written lazily, so possibly behind what it had acknowledged): its read
+    /// index (the commit point, or its term's first entry) may then lie before writes
+    /// it acknowledged. Such a leader's log holds every write it acknowledged, and all
+    /// of it commits once a quorum has it, so a read waits until the log the node
+    /// started with is applied. Found by `every_acknowledged_write_survives_kill_9_of_
+    /// all_nodes`: a read right after a restart of every node missed a roster item.
+    /// Only in the term it was restored in: a later term's leader has its own first
+    /// entry after everything committed before.
     pub(crate) async fn read_index_as_leader(&self) -> Result<u64, ClusterError> {
+        let index = self.confirmed_read_index().await?;
+        let floor = self.started_with.last_index;
+        let restored = self.started_with.leader_term.is_some()
+            && self.started_with.leader_term == Some(self.metrics().current_term);
+        if index >= floor || !restored {
+            return Ok(index);
+        }
+        self.raft
+            .wait(Some(self.timeout))
+            .applied_index_at_least(Some(floor), "the log this node started with")
+            .await
+            .map_err(|e| {
+                ClusterError::Unavailable(format!(
+                    "no quorum: the log this node started with is not committed yet: {e}"
+                ))
+            })?;
+        Ok(floor)
+    }
+
+    async fn confirmed_read_index(&self) -> Result<u64, ClusterError> {
         match tokio::time::timeout(self.timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(id)) => Ok(id.map_or(0, |l| l.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {

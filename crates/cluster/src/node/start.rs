@@ -113,6 +113,15 @@ impl ClusterNode {
         .await
         .map_err(|e| ClusterError::Internal(format!("raft start: {e}")))?;
         crate::compaction::spawn(raft.clone(), sizes, t.snapshot_log_bytes, t.keep_log_bytes);
+        // Raft::new has read the log's state: this is the log this node starts with,
+        // and the term it may lead again at once (`reads.rs`).
+        let started_with = super::reads::StartedWith {
+            last_index: last_log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map_or(0, |l| l.index),
+            leader_term: restored_leader_term(store.as_ref(), cfg.node_id),
+        };
         let node = Arc::new_cyclic(|me| ClusterNode {
             batcher: crate::batcher::Batcher::start(me.clone()),
             id: cfg.node_id,
@@ -132,6 +141,7 @@ impl ClusterNode {
             timeout: cfg.timeout,
             store,
             last_log,
+            started_with,
             election: super::election::ElectionTiming::new(t),
             elections_started: AtomicU64::new(0),
         });
@@ -180,4 +190,13 @@ impl ClusterNode {
         let _ = self.raft.shutdown().await;
         let _ = self.store.flush();
     }
+}
+
+/// The term of this node's own committed vote, if it led when it stopped: openraft 0.9
+/// then restores it as that term's leader at once.
+fn restored_leader_term(store: &dyn Store, me: crate::NodeId) -> Option<u64> {
+    let bytes = store.get_meta("vote").ok().flatten()?;
+    let vote: openraft::Vote<crate::NodeId> = crate::format::load(&bytes).ok()?;
+    (vote.is_committed() && vote.leader_id().voted_for() == Some(me))
+        .then(|| vote.leader_id().get_term())
 }

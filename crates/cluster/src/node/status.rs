@@ -53,6 +53,16 @@ impl ClusterNode {
                 "applying: {applied} of {committed} committed entries"
             ));
         }
+        // A leader restored at start (`reads.rs`) serves reads once its log is applied.
+        if leader == self.id
+            && self.started_with.leader_term == Some(m.current_term)
+            && applied < self.started_with.last_index
+        {
+            return Err(format!(
+                "committing the log this node started with: {applied} of {} applied",
+                self.started_with.last_index
+            ));
+        }
         if self.read(|s| s.domain().is_none()) {
             return Err(format!("cluster not initialised (leader {leader})"));
         }
