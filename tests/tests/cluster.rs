@@ -39,6 +39,15 @@ fn follower_of(c: &Cluster) -> usize {
 fn a_setting_set_through_a_follower_is_in_force_on_every_node() {
     let c = Cluster::start(3);
     let f = follower_of(&c);
+    let leader = c.wait_leader(Duration::from_secs(5));
+    let disk_reads = |c: &Cluster| {
+        metric(
+            &c.metrics(leader),
+            "presenced_raft_log_reads_from_disk_total",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = disk_reads(&c);
     let t = Instant::now();
     let out = c
         .ctl(f, &["settings", "set", "max_contact_list_size", "150"])
@@ -51,6 +60,9 @@ fn a_setting_set_through_a_follower_is_in_force_on_every_node() {
         metric(&m, "presenced_raft_propose_streams_opened_total").unwrap_or(0.0) >= 1.0,
         "no propose stream opened on the follower"
     );
+    // The leader replicated the new entry from the log's decoded tail in memory, not by
+    // reading it back from its segment files.
+    assert_eq!(disk_reads(&c), before, "replication read the log from disk");
     // A linearizable read from every node sees it at once.
     for i in 0..3 {
         assert_eq!(
@@ -66,7 +78,6 @@ fn a_setting_set_through_a_follower_is_in_force_on_every_node() {
     );
     // ... and each node's own replica applied it (not just the leader): the apply
     // index on every node reaches the leader's commit index.
-    let leader = c.wait_leader(Duration::from_secs(5));
     let commit = metric(&c.metrics(leader), "presenced_raft_commit_index").unwrap();
     let deadline = Instant::now() + Duration::from_secs(1) + Duration::from_millis(1500);
     for i in 0..3 {

@@ -102,6 +102,14 @@ fn encode_append(
     Ok((out, sent))
 }
 
+/// The receiving half of a channel as a stream (a streaming call's request or reply
+/// body).
+pub(crate) fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+}
+
 /// The length of `v`'s wire encoding (JSON), without building it.
 pub(crate) use presenced_model::encoded_len;
 
@@ -268,8 +276,7 @@ impl PeerClient {
             Err(e) => return Err(tonic::Status::unavailable(e.clone())),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<RaftBytes>(1);
-        let outbound =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let outbound = receiver_stream(rx);
         // No grpc-timeout on the call: the stream lives as long as the connection.
         let call = client.append_stream(tonic::Request::new(outbound));
         let replies = tokio::time::timeout(opt.hard_ttl(), call)

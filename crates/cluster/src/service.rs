@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use presenced_proto::raft::cluster_server::Cluster;
 use presenced_proto::raft::raft_server::Raft as RaftRpc;
 use presenced_proto::raft::{
@@ -167,7 +167,7 @@ impl Cluster for ClusterService {
         r: Request<Streaming<ProposeRequest>>,
     ) -> Result<Response<ProposeReplies>, Status> {
         let mut rx = r.into_inner();
-        let (tx, replies) = tokio::sync::mpsc::channel::<Result<ProposeReply, Status>>(64);
+        let (tx, replies) = tokio::sync::mpsc::channel::<ProposeReply>(64);
         let node = self.0.clone();
         let room = Arc::new(tokio::sync::Semaphore::new(STREAM_PROPOSALS));
         tokio::spawn(async move {
@@ -189,16 +189,12 @@ impl Cluster for ClusterService {
                             error_message: s.message().to_string(),
                             ..Default::default()
                         });
-                    let _ = tx.send(Ok(reply)).await;
+                    let _ = tx.send(reply).await;
                     drop(permit);
                 });
             }
         });
-        let out =
-            futures::stream::unfold(
-                replies,
-                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
-            );
+        let out = crate::network::receiver_stream(replies).map(Ok);
         Ok(Response::new(Box::pin(out)))
     }
 

@@ -39,14 +39,14 @@ pub(crate) struct ProposeLink {
     closed: Arc<AtomicBool>,
 }
 
-/// The forwarding state of this node: the open links, and the leaders found to have
-/// no `ProposeStream`.
+/// The forwarding state of this node: per leader, its open stream, or `Unary` for a
+/// leader found to have no `ProposeStream`.
 #[derive(Default)]
 pub(crate) struct Forwarding {
-    links: Mutex<HashMap<(NodeId, String), Arc<ProposeLink>>>,
-    unary_only: Mutex<std::collections::HashSet<(NodeId, String)>>,
+    links: Mutex<HashMap<(NodeId, String), Link>>,
 }
 
+#[derive(Clone)]
 enum Link {
     Stream(Arc<ProposeLink>),
     Unary,
@@ -55,8 +55,7 @@ enum Link {
 impl ProposeLink {
     async fn open(client: &mut PeerClient, deadline: Instant) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel::<ProposeRequest>(QUEUE);
-        let outbound =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let outbound = crate::network::receiver_stream(rx);
         let call = client.propose_stream(tonic::Request::new(outbound));
         let wait = remaining(deadline).max(Duration::from_millis(100));
         let mut replies = tokio::time::timeout(wait, call)
@@ -120,24 +119,23 @@ impl ProposeLink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        // However this ends (answered, timed out, or dropped when the leadership moves),
+        // nobody waits for `id` any more.
+        let _waiter = Forget(self, id);
         let req = ProposeRequest {
             command,
             format: crate::format::WIRE,
             id,
         };
         if self.closed.load(Ordering::Acquire) || self.tx.send(req).await.is_err() {
-            self.forget(id);
             return Ok(None);
         }
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(r)) => r.map(Some),
             Ok(Err(_)) => Err(tonic::Status::unavailable("the propose stream stopped")),
-            Err(_) => {
-                self.forget(id);
-                Err(tonic::Status::deadline_exceeded(
-                    "the forwarded proposal was not answered in time",
-                ))
-            }
+            Err(_) => Err(tonic::Status::deadline_exceeded(
+                "the forwarded proposal was not answered in time",
+            )),
         }
     }
 
@@ -149,45 +147,43 @@ impl ProposeLink {
     }
 }
 
+/// Removes a proposal's waiter when its forward ends.
+struct Forget<'a>(&'a ProposeLink, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
 impl ClusterNode {
     /// The open stream to the leader `id` at `addr` (opened here when there is none),
     /// or `Unary` for a leader without streams.
     async fn link(&self, id: NodeId, addr: &str, deadline: Instant) -> Result<Link, tonic::Status> {
         let key = (id, addr.to_string());
-        let f = &self.forwarding;
-        if f.unary_only
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
-        {
-            return Ok(Link::Unary);
-        }
-        if let Some(l) = f.links.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
-            && !l.closed.load(Ordering::Acquire)
-        {
-            return Ok(Link::Stream(l.clone()));
+        let links = &self.forwarding.links;
+        match links.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            Some(Link::Stream(l)) if l.closed.load(Ordering::Acquire) => {}
+            Some(link) => return Ok(link.clone()),
+            None => {}
         }
         let mut client = self
             .peer(id, addr)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         match ProposeLink::open(&mut client, deadline).await {
             Ok(l) => {
-                let l = Arc::new(l);
-                f.links
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, l.clone());
-                Ok(Link::Stream(l))
+                let link = Link::Stream(Arc::new(l));
+                let mut g = links.lock().unwrap_or_else(|p| p.into_inner());
+                g.insert(key, link.clone());
+                Ok(link)
             }
             Err(s) if s.code() == tonic::Code::Unimplemented => {
                 tracing::info!(
                     leader = id,
                     "the leader has no propose stream (an earlier release): forwarding as unary calls"
                 );
-                f.unary_only
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key);
+                let mut g = links.lock().unwrap_or_else(|p| p.into_inner());
+                g.insert(key, Link::Unary);
                 Ok(Link::Unary)
             }
             Err(s) => Err(s),

@@ -13,6 +13,7 @@ use presenced_proto::raft::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use super::Link;
 use crate::node::{ClusterConfig, ClusterError, ClusterNode};
 
 /// A leader that answers every proposal `Ok(Done)` at index 7, except a command
@@ -164,9 +165,16 @@ async fn proposals_go_on_the_stream_and_errors_come_back_in_band() {
     for r in futures::future::join_all(calls).await {
         assert_eq!(r.unwrap().1, 7);
     }
-    let f = &node.forwarding;
-    assert_eq!(f.links.lock().unwrap().len(), 1, "one stream to the leader");
-    assert!(f.unary_only.lock().unwrap().is_empty());
+    let links = node.forwarding.links.lock().unwrap();
+    assert_eq!(links.len(), 1, "one stream to the leader");
+    assert!(matches!(links.values().next(), Some(Link::Stream(_))));
+    assert!(
+        links.values().all(|l| match l {
+            Link::Stream(l) => l.waiting.lock().unwrap().is_empty(),
+            Link::Unary => false,
+        }),
+        "no waiter left behind"
+    );
 }
 
 #[tokio::test]
@@ -176,9 +184,9 @@ async fn a_leader_without_the_stream_gets_unary_calls() {
     let addr = fake_leader(false).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     good_and_bad(&node, &addr, deadline).await;
-    let f = &node.forwarding;
-    assert!(f.unary_only.lock().unwrap().contains(&(2, addr)));
-    assert!(f.links.lock().unwrap().is_empty());
+    let links = node.forwarding.links.lock().unwrap();
+    assert!(matches!(links.get(&(2, addr)), Some(Link::Unary)));
+    assert_eq!(links.len(), 1);
 }
 
 #[tokio::test]
