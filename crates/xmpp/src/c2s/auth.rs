@@ -2,6 +2,7 @@
 //! account lookup is `crate::sasl`.
 
 use super::*;
+use crate::guard::Attempt;
 
 impl Conn {
     pub(super) fn mechanisms(&self) -> Vec<&'static str> {
@@ -49,7 +50,7 @@ impl Conn {
         // The account the client names (SCRAM's client-first message), once it has,
         // and the attempt's place in the throttle from then on.
         let mut account: Option<String> = None;
-        let mut _attempt = None;
+        let mut attempt = None;
         let mut first = true;
         loop {
             if let Some(msg) = input.as_deref().filter(|m| !m.is_empty())
@@ -64,10 +65,18 @@ impl Conn {
             {
                 let key = self.account_key(&scram_authcid(msg).unwrap_or_default());
                 match self.shared.guard.begin(self.peer.ip(), &key) {
-                    Ok(a) => _attempt = Some(a),
+                    Ok(a) => attempt = Some(a),
                     Err(why) => return self.auth_refused(why).await,
                 }
                 account = Some(key);
+            }
+            // The client's final message carries its proof: the decisive step, taken
+            // only while the budget allows (failures of parallel attempts count).
+            if !first
+                && let Some(a) = attempt.as_mut()
+                && let Err(why) = self.shared.guard.decide(a)
+            {
+                return self.auth_refused(why).await;
             }
             let mut out = Vec::new();
             let mut state = session.step(input.as_deref(), &mut out);
@@ -90,7 +99,7 @@ impl Conn {
             match state {
                 Err(e) => {
                     tracing::debug!("sasl step failed: {e}");
-                    return self.auth_failed(account.as_deref()).await;
+                    return self.auth_failed(account.as_deref(), attempt).await;
                 }
                 Ok(s) if s.is_running() => {
                     let ch = Element::new("challenge", NS_SASL).with_text(B64.encode(&out));
@@ -103,9 +112,9 @@ impl Conn {
                 }
                 Ok(_) => {
                     let Some(user) = session.validation() else {
-                        return self.auth_failed(account.as_deref()).await;
+                        return self.auth_failed(account.as_deref(), attempt).await;
                     };
-                    return self.auth_succeeded(user, &mech, &out).await;
+                    return self.auth_succeeded(user, &mech, &out, attempt).await;
                 }
             }
         }
@@ -155,7 +164,7 @@ impl Conn {
             return Ok(false);
         };
         let account = self.account_key(&authcid);
-        let attempt = match self.shared.guard.begin(self.peer.ip(), &account) {
+        let mut attempt = match self.shared.guard.begin(self.peer.ip(), &account) {
             Ok(a) => a,
             Err(why) => return self.auth_refused(why).await,
         };
@@ -174,20 +183,19 @@ impl Conn {
         let verified = self
             .shared
             .guard
-            .verify(&attempt, move || {
+            .verify(&mut attempt, move || {
                 plain_matches(&password, keys.as_ref(), &decoy)
             })
             .await;
-        let result = match verified {
+        match verified {
             Err(why) => self.auth_refused(why).await,
             Ok(true) if authz_ok => {
                 let user = user.unwrap_or_default();
-                self.auth_succeeded(user, sasl::PLAIN, &[]).await
+                self.auth_succeeded(user, sasl::PLAIN, &[], Some(attempt))
+                    .await
             }
-            Ok(_) => self.auth_failed(Some(&account)).await,
-        };
-        drop(attempt);
-        result
+            Ok(_) => self.auth_failed(Some(&account), Some(attempt)).await,
+        }
     }
 
     /// How the throttle names the account a client claims: the normalised local user
@@ -200,7 +208,13 @@ impl Conn {
         })
     }
 
-    async fn auth_succeeded(&mut self, user: String, mech: &str, out: &[u8]) -> Result<bool, End> {
+    async fn auth_succeeded(
+        &mut self,
+        user: String,
+        mech: &str,
+        out: &[u8],
+        attempt: Option<Attempt>,
+    ) -> Result<bool, End> {
         let mut ok = Element::new("success", NS_SASL);
         if !out.is_empty() {
             ok = ok.with_text(B64.encode(out));
@@ -209,15 +223,19 @@ impl Conn {
         self.out.flush().await?;
         metrics::counter!("presenced_xmpp_auth_total", "result" => "ok").increment(1);
         tracing::debug!(user, mechanism = mech, "authenticated");
-        self.shared.guard.succeeded(self.peer.ip(), &user);
+        self.shared.guard.succeeded(self.peer.ip(), &user, attempt);
         self.slot.authenticated();
         self.user = Some(user);
         Ok(true)
     }
 
-    pub(super) async fn auth_failed(&mut self, account: Option<&str>) -> Result<bool, End> {
+    pub(super) async fn auth_failed(
+        &mut self,
+        account: Option<&str>,
+        attempt: Option<Attempt>,
+    ) -> Result<bool, End> {
         metrics::counter!("presenced_xmpp_auth_total", "result" => "failed").increment(1);
-        self.shared.guard.failed(self.peer.ip(), account);
+        self.shared.guard.failed(self.peer.ip(), account, attempt);
         self.auth_failures += 1;
         // A short pause blunts password guessing without holding a thread.
         tokio::time::sleep(Duration::from_millis(200)).await;

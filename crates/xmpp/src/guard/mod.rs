@@ -182,9 +182,10 @@ impl Guard {
         Ok(())
     }
 
-    /// Start verifying an attempt from `ip` for `account`: refused as [`Guard::check`]
-    /// does (the address's attempts in flight count against its budget), else the
-    /// attempt holds its place until dropped.
+    /// Start an attempt from `ip` for `account`: refused when the address or the
+    /// account is blocked or its budget is spent ([`Guard::check`]). Nothing is counted
+    /// yet: many logins from one address (a NAT after a restart) may be under way at
+    /// once; the budget is enforced where each is decided ([`Guard::decide`]).
     pub(crate) fn begin(self: &Arc<Self>, ip: IpAddr, account: &str) -> Result<Attempt, Refused> {
         let (key, now) = (ip_key(ip), Instant::now());
         let mut t = lock(&self.throttle);
@@ -198,32 +199,53 @@ impl Guard {
             Some(r) if r.recent(now, window) > 0 => Class::Suspect,
             _ => Class::Clean,
         };
-        let counted = match rec {
-            Some(r) => {
-                r.in_flight += 1;
-                true
-            }
-            None => false,
-        };
         Ok(Attempt {
             guard: self.clone(),
             key,
-            counted,
+            account: account.to_string(),
+            counted: false,
             class,
         })
     }
 
+    /// The attempt is about to be decided (the SCRAM proof checked, a PLAIN password
+    /// derived): refused if its address or account ran out of budget since it began,
+    /// else it counts against the address's budget as a failure to come until its
+    /// outcome is recorded and it is dropped. An address thus gets at most
+    /// `auth_failures_per_ip` verified failures per window however many connections
+    /// it opens at once.
+    pub(crate) fn decide(&self, attempt: &mut Attempt) -> Result<(), Refused> {
+        if attempt.counted {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut t = lock(&self.throttle);
+        self.allowed(&t, attempt.key, Some(&attempt.account), now)?;
+        if let Some(r) = t.ips.get_mut(&attempt.key) {
+            r.deciding += 1;
+            attempt.counted = true;
+        }
+        Ok(())
+    }
+
     fn end_attempt(&self, key: IpAddr) {
         if let Some(r) = lock(&self.throttle).ips.get_mut(&key) {
-            r.in_flight = r.in_flight.saturating_sub(1);
+            r.deciding = r.deciding.saturating_sub(1);
         }
     }
 
-    /// Count a failed attempt (wrong password, unknown user, bad proof).
-    pub(crate) fn failed(&self, ip: IpAddr, account: Option<&str>) -> Blocks {
+    /// Count a failed attempt (wrong password, unknown user, bad proof). The attempt,
+    /// if given, stops counting as one being decided in the same step.
+    pub(crate) fn failed(
+        &self,
+        ip: IpAddr,
+        account: Option<&str>,
+        attempt: Option<Attempt>,
+    ) -> Blocks {
         let (key, now) = (ip_key(ip), Instant::now());
         let c = &self.cfg;
         let mut t = lock(&self.throttle);
+        settle(&mut t, attempt);
         let mut blocks = Blocks::default();
         if let Some(r) = tracked(&mut t.ips, key, now, Record::new, |r| {
             r.expired(now, c.auth_failure_window)
@@ -277,10 +299,11 @@ impl Guard {
     /// A successful login of `account` from `ip`: that address is no longer suspect for
     /// the account (its per-address count stays: a valid account of one's own does not
     /// reset the guessing budget).
-    pub(crate) fn succeeded(&self, ip: IpAddr, account: &str) {
+    pub(crate) fn succeeded(&self, ip: IpAddr, account: &str, attempt: Option<Attempt>) {
         let (key, now) = (ip_key(ip), Instant::now());
         let window = self.cfg.auth_failure_window;
         let mut t = lock(&self.throttle);
+        settle(&mut t, attempt);
         if let Some(a) = t.accounts.get_mut(account) {
             a.bad.remove(&key);
         }
@@ -300,12 +323,14 @@ impl Guard {
     /// queue takes the place of the newest suspect one: a guessing burst delays its
     /// own attempts, not the owner's. The work runs to its end even if the caller goes
     /// away, holding its slot.
-    pub(crate) async fn verify<T, F>(&self, attempt: &Attempt, f: F) -> Result<T, Refused>
+    pub(crate) async fn verify<T, F>(&self, attempt: &mut Attempt, f: F) -> Result<T, Refused>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         let permit = self.pool.acquire(attempt.class).await?;
+        // Decided only now: failures recorded while it waited count.
+        self.decide(attempt)?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f()
@@ -315,10 +340,23 @@ impl Guard {
     }
 }
 
+/// The attempt's outcome is being recorded under the same lock: it no longer counts
+/// as being decided (and its drop takes no lock).
+fn settle(t: &mut Throttle, attempt: Option<Attempt>) {
+    if let Some(mut a) = attempt
+        && std::mem::take(&mut a.counted)
+        && let Some(r) = t.ips.get_mut(&a.key)
+    {
+        r.deciding = r.deciding.saturating_sub(1);
+    }
+}
+
 /// An authentication attempt being verified (see [`Guard::begin`]).
 pub(crate) struct Attempt {
     guard: Arc<Guard>,
     key: IpAddr,
+    account: String,
+    /// Counted in its address's `deciding` (see [`Guard::decide`]).
     counted: bool,
     /// How far its address is trusted (the order it is served in).
     class: Class,

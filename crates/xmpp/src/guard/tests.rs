@@ -66,9 +66,9 @@ fn an_address_is_blocked_after_its_failures() {
     let bad = ip("10.0.0.9");
     for user in ["a", "b"] {
         assert_eq!(g.check(bad, Some(user)), Ok(()));
-        assert_eq!(g.failed(bad, Some(user)), Blocks::default());
+        assert_eq!(g.failed(bad, Some(user), None), Blocks::default());
     }
-    assert!(g.failed(bad, Some("c")).ip);
+    assert!(g.failed(bad, Some("c"), None).ip);
     assert_eq!(g.check(bad, None), Err(Refused::AuthIpBlocked));
     assert_eq!(g.check(ip("10.0.0.10"), Some("a")), Ok(()));
 }
@@ -79,7 +79,7 @@ fn a_throttled_account_refuses_only_the_addresses_that_failed_for_it() {
     let attackers = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4"];
     let mut blocked = false;
     for a in attackers {
-        blocked |= g.failed(ip(a), Some("alice")).account;
+        blocked |= g.failed(ip(a), Some("alice"), None).account;
     }
     assert!(blocked, "the fourth failure throttles the account");
     for a in attackers {
@@ -95,7 +95,7 @@ fn a_throttled_account_refuses_only_the_addresses_that_failed_for_it() {
     }
     // The owner, elsewhere, still tries (and logs in).
     assert_eq!(g.check(ip("10.9.9.9"), Some("alice")), Ok(()));
-    g.succeeded(ip("10.1.0.1"), "alice");
+    g.succeeded(ip("10.1.0.1"), "alice", None);
     assert_eq!(g.check(ip("10.1.0.1"), Some("alice")), Ok(()));
 }
 
@@ -126,14 +126,15 @@ async fn run_verifications(g: &Arc<Guard>, who: &[Class]) -> (Vec<usize>, Vec<us
     let mut tasks = Vec::new();
     for (i, class) in who.iter().enumerate() {
         let (g, running, order) = (g.clone(), running.clone(), order.clone());
-        let attempt = Attempt {
+        let mut attempt = Attempt {
             guard: g.clone(),
             key: ip("10.0.0.1"),
+            account: format!("u{i}"),
             counted: false,
             class: *class,
         };
         tasks.push(tokio::spawn(async move {
-            g.verify(&attempt, move || {
+            g.verify(&mut attempt, move || {
                 assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "one at a time");
                 lock(&order).push(i);
                 std::thread::sleep(Duration::from_millis(50));
@@ -193,50 +194,88 @@ fn a_successful_login_makes_its_address_trusted() {
     let g = Guard::new(cfg());
     let a = ip("10.3.0.1");
     assert_eq!(g.begin(a, "x").unwrap().class, Class::Clean);
-    g.succeeded(a, "x");
+    g.succeeded(a, "x", None);
     assert_eq!(g.begin(a, "x").unwrap().class, Class::Trusted);
 }
 
 #[test]
-fn attempts_in_flight_count_against_the_address() {
+fn a_burst_of_attempts_from_one_address_is_not_refused_for_being_under_way() {
     let g = Guard::new(cfg());
     let a = ip("10.2.0.1");
-    let first = g.begin(a, "x").unwrap();
-    assert_eq!(first.class, Class::Clean);
-    let second = g.begin(a, "y").unwrap();
-    let third = g.begin(a, "z").unwrap();
-    // Three in flight: the budget of three is taken until they end.
-    assert_eq!(g.begin(a, "w").err(), Some(Refused::AuthIpBlocked));
-    drop(first);
-    let again = g.begin(a, "w").unwrap();
-    g.failed(a, Some("w"));
-    drop((again, second, third));
+    // A NAT after a restart: many logins at once from a fresh address (budget 3).
+    let storm: Vec<_> = (0..10)
+        .map(|i| g.begin(a, &format!("u{i}")).unwrap())
+        .collect();
+    assert!(storm.iter().all(|at| at.class == Class::Clean));
+    drop(storm);
     let after = g.begin(a, "v").unwrap();
-    assert_eq!(
-        after.class,
-        Class::Suspect,
-        "a failure makes the address suspect"
-    );
+    assert_eq!(after.class, Class::Clean, "nothing failed");
+}
+
+#[test]
+fn attempts_being_decided_count_against_the_address() {
+    let g = Guard::new(cfg());
+    let a = ip("10.2.0.2");
+    let mut at: Vec<_> = (0..5)
+        .map(|i| g.begin(a, &format!("u{i}")).unwrap())
+        .collect();
+    // Three decided at once take the budget of three until their outcome is known.
+    for x in &mut at[..3] {
+        g.decide(x).unwrap();
+    }
+    assert_eq!(g.decide(&mut at[3]).err(), Some(Refused::AuthIpBlocked));
+    assert_eq!(g.begin(a, "w").err(), Some(Refused::AuthIpBlocked));
+    // Deciding again does not count twice, nor refuse what was admitted.
+    g.decide(&mut at[0]).unwrap();
+    // One fails, two succeed: one of three spent, so the other two may be decided.
+    let mut it = at.drain(..);
+    g.failed(a, Some("u0"), it.next());
+    g.succeeded(a, "u1", it.next());
+    g.succeeded(a, "u2", it.next());
+    for (i, mut x) in it.enumerate() {
+        g.decide(&mut x).unwrap();
+        g.failed(a, Some(&format!("u{}", i + 3)), Some(x));
+    }
+    // Three verified failures: the address is blocked.
+    assert_eq!(g.begin(a, "w").err(), Some(Refused::AuthIpBlocked));
+}
+
+#[test]
+fn an_attempt_begun_before_the_budget_ran_out_is_refused_when_decided() {
+    let g = Guard::new(cfg());
+    let a = ip("10.2.0.3");
+    let mut late = g.begin(a, "late").unwrap();
+    for i in 0..3 {
+        let mut x = g.begin(a, &format!("u{i}")).unwrap();
+        g.decide(&mut x).unwrap();
+        g.failed(a, Some(&format!("u{i}")), Some(x));
+    }
+    assert_eq!(g.decide(&mut late).err(), Some(Refused::AuthIpBlocked));
 }
 
 #[test]
 fn a_trusted_address_logs_in_many_at_once_until_it_fails() {
     let g = Guard::new(cfg());
     let a = ip("10.4.0.1");
-    drop(g.begin(a, "x").unwrap());
-    g.succeeded(a, "x");
-    // Trusted and clean: a login storm behind one address is not refused.
-    let storm: Vec<_> = (0..10)
+    let mut x = g.begin(a, "x").unwrap();
+    g.decide(&mut x).unwrap();
+    g.succeeded(a, "x", None);
+    drop(x);
+    // Trusted and clean: its attempts being decided do not count.
+    let mut storm: Vec<_> = (0..10)
         .map(|i| g.begin(a, &format!("u{i}")).unwrap())
         .collect();
     assert!(storm.iter().all(|at| at.class == Class::Trusted));
-    // A failure: the attempts in flight count against the budget again.
-    g.failed(a, Some("u0"));
+    for at in &mut storm {
+        g.decide(at).unwrap();
+    }
+    // A failure: those being decided count against the budget again.
+    g.failed(a, Some("u0"), None);
     assert_eq!(g.begin(a, "w").err(), Some(Refused::AuthIpBlocked));
     drop(storm);
     assert!(
         g.begin(a, "w").is_ok(),
-        "one failure of three, none in flight"
+        "one failure of three, none being decided"
     );
 }
 

@@ -17,9 +17,12 @@ pub(super) struct Record {
     pub(super) failures: u32,
     pub(super) since: Instant,
     pub(super) blocked_until: Option<Instant>,
-    /// Attempts being verified now (an address's budget counts them as failures to
-    /// come, so parallel connections do not overrun it).
-    pub(super) in_flight: u32,
+    /// Attempts past their decisive check ([`super::Guard::decide`]) whose outcome is
+    /// not recorded yet: the budget counts them as failures to come, so parallel
+    /// connections cannot overrun it. Only the final step of an exchange counts (the
+    /// SCRAM proof, a PLAIN password's derivation), so a burst of logins from one
+    /// address is not refused for merely being under way.
+    pub(super) deciding: u32,
     /// The last successful login from this address.
     pub(super) last_success: Option<Instant>,
 }
@@ -30,7 +33,7 @@ impl Record {
             failures: 0,
             since: now,
             blocked_until: None,
-            in_flight: 0,
+            deciding: 0,
             last_success: None,
         }
     }
@@ -40,16 +43,16 @@ impl Record {
     }
 
     pub(super) fn expired(&self, now: Instant, window: Duration) -> bool {
-        self.in_flight == 0
+        self.deciding == 0
             && !self.blocked(now)
             && now.duration_since(self.since) > window
             && !self.trusted(now, window)
     }
 
     /// How much of the address's failure budget is taken: its recent failures, plus
-    /// the attempts being checked, so parallel connections cannot overrun it. An
+    /// the attempts being decided, so parallel connections cannot overrun it. An
     /// address that logged in within the window and has not failed since is the
-    /// exception: its attempts in flight do not count (a NAT's login storm after a
+    /// exception: its attempts being decided do not count (a NAT's login storm after a
     /// restart is many users at once, and `max_unauthenticated_per_ip` still bounds
     /// them); its first failure makes them count again.
     pub(super) fn spent(&self, now: Instant, window: Duration) -> u32 {
@@ -57,7 +60,7 @@ impl Record {
         if recent == 0 && self.trusted(now, window) {
             0
         } else {
-            recent + self.in_flight
+            recent + self.deciding
         }
     }
 
