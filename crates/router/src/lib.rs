@@ -23,6 +23,7 @@ mod message;
 mod mirror;
 mod offline;
 pub mod peer;
+mod peer_event;
 mod presence;
 mod query;
 pub mod queue;

@@ -15,71 +15,19 @@ use presenced_proto::MAX_MESSAGE_BYTES;
 use presenced_proto::router::peer_client::PeerClient;
 use presenced_proto::router::peer_server::{Peer, PeerServer as GenServer};
 use presenced_proto::router::{Frame, LinkClosed};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::directory::SessionInfo;
-use crate::{Availability, Delivery, Router};
+use crate::Router;
+pub use crate::peer_event::PeerEvent;
 
 /// Events queued for one peer before the link is considered hopelessly behind.
 const PEER_QUEUE: usize = 100_000;
 /// Events per frame at most.
 const MAX_BATCH: usize = 512;
-
-/// What travels on a link.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "e", rename_all = "snake_case")]
-pub enum PeerEvent {
-    /// First event of every stream: all the sender's sessions (replaces the old copy).
-    Hello {
-        sessions: Vec<SessionInfo>,
-    },
-    Up {
-        user: String,
-        resource: String,
-        sid: u64,
-    },
-    Presence {
-        user: String,
-        resource: String,
-        avail: Option<Availability>,
-        /// The note of an unavailable presence (RFC 6121 §4.5.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
-    },
-    Down {
-        user: String,
-        resource: String,
-        sid: u64,
-    },
-    /// Hand this to a session of the receiving node.
-    Deliver {
-        user: String,
-        resource: String,
-        delivery: Delivery,
-    },
-    Heartbeat,
-    /// Format 3: a message the sending node answers for until this node's
-    /// `Receipt` for `id` comes back ([`crate::forward`]); for the session `sid`
-    /// only (a later session on the same resource is another recipient).
-    Forward {
-        user: String,
-        resource: String,
-        sid: u64,
-        id: u64,
-        message: Box<crate::Message>,
-    },
-    /// Format 3: what became of forwarded message `id`: its recipient's client has it
-    /// (`done`), or the session was gone or ended first and the sender routes it again.
-    Receipt {
-        id: u64,
-        done: bool,
-    },
-}
 
 struct Link {
     addr: String,
@@ -305,6 +253,10 @@ async fn run_link(
                     match ev {
                         Ok(Some(ev)) => {
                             batch.push(ev);
+                            // Let the sessions that are ready run first: what they
+                            // send meanwhile joins this frame (under load, frames grow;
+                            // idle, this costs one pass of the run queue).
+                            tokio::task::yield_now().await;
                             while batch.len() < MAX_BATCH {
                                 match rx.try_recv() {
                                     Ok(ev) => batch.push(ev),
