@@ -5,12 +5,14 @@
 //! (contact-list size, watchers, offline queue) are decided here and nowhere else.
 //! Nothing in this crate knows about Raft, sled, XML or SIP.
 
+mod command_read;
 pub mod credentials;
 pub mod names;
 pub mod roster;
 pub mod settings;
 mod split;
 mod state;
+pub mod tag_first;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +112,8 @@ pub struct NewContact {
 }
 
 /// A change to the durable state, proposed to the Raft leader and applied on every node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Written internally tagged by `op`, read tag first (`command_read`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// Record the cluster's domain; proposed once by `cluster init`.

@@ -1,17 +1,10 @@
 //! The events of a peer link, and how they are read off the wire.
 //!
 //! An event is a JSON object tagged by its `e` field (formats 2 and 3, see
-//! [`crate::wire`]). serde's derived reader of such an enum first buffers every
-//! object whole (its strings copied into a tree of `Content` values), then reads the
-//! variant from the tree: on a busy cluster that was a tenth of a node's CPU. The
-//! writer (serde's derive, as before) puts the tag first, so this reader takes the
-//! tag and reads the rest of the object straight into the variant's fields. An
-//! object whose tag is not first (another writer) is still read, through a
-//! [`serde_json::Value`]: the format is the same either way.
+//! [`crate::wire`]), read tag first ([`presenced_model::tag_first`]): serde's derived
+//! reader buffered every event whole, a tenth of a busy cluster node's CPU.
 
-use std::fmt;
-
-use serde::de::{self, DeserializeOwned, IntoDeserializer, MapAccess, Visitor};
+use presenced_model::tag_first::{TagFirst, TagFirstVisitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::directory::SessionInfo;
@@ -71,7 +64,7 @@ pub enum PeerEvent {
 /// The tags, as written (`rename_all = "snake_case"` above).
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Tag {
+pub enum Tag {
     Hello,
     Up,
     Presence,
@@ -138,8 +131,10 @@ mod body {
     }
 }
 
-impl PeerEvent {
-    /// The variant `tag` names, its fields read by `read` (the rest of the object).
+impl TagFirst for PeerEvent {
+    const TAG: &'static str = "e";
+    type Tag = Tag;
+
     fn read<'de, D: Deserializer<'de>>(tag: Tag, rest: D) -> Result<PeerEvent, D::Error> {
         Ok(match tag {
             Tag::Hello => {
@@ -208,70 +203,7 @@ impl PeerEvent {
 
 impl<'de> Deserialize<'de> for PeerEvent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PeerEvent, D::Error> {
-        d.deserialize_map(EventVisitor)
-    }
-}
-
-struct EventVisitor;
-
-impl<'de> Visitor<'de> for EventVisitor {
-    type Value = PeerEvent;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a peer event: an object tagged by its `e` field")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PeerEvent, A::Error> {
-        let first = match map.next_key::<Key>()? {
-            None => return Err(de::Error::missing_field("e")),
-            Some(Key::Tag) => {
-                let tag: Tag = map.next_value()?;
-                return PeerEvent::read(tag, de::value::MapAccessDeserializer::new(map));
-            }
-            Some(Key::Other(k)) => k,
-        };
-        // The tag comes later: gather the object, then read it.
-        let mut obj = serde_json::Map::new();
-        obj.insert(first, map.next_value()?);
-        while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
-            obj.insert(k, v);
-        }
-        let tag = obj
-            .remove("e")
-            .ok_or_else(|| de::Error::missing_field("e"))?;
-        let tag = value::<Tag, A::Error>(tag)?;
-        PeerEvent::read(tag, serde_json::Value::Object(obj).into_deserializer())
-            .map_err(de::Error::custom)
-    }
-}
-
-fn value<T: DeserializeOwned, E: de::Error>(v: serde_json::Value) -> Result<T, E> {
-    T::deserialize(v).map_err(E::custom)
-}
-
-/// An object's key: the tag, or another field's name.
-enum Key {
-    Tag,
-    Other(String),
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(if v == "e" {
-                    Key::Tag
-                } else {
-                    Key::Other(v.to_string())
-                })
-            }
-        }
-        d.deserialize_identifier(KeyVisitor)
+        d.deserialize_map(TagFirstVisitor::new())
     }
 }
 
