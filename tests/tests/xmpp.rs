@@ -409,6 +409,29 @@ fn every_mechanism_direct_tls_and_a_server_chosen_resource() {
     );
 }
 
+/// RFC 6120 §6.4.2: an `<auth/>` without an initial response is answered with an
+/// empty challenge, and the client's first message follows as a response (loadgen's
+/// own SCRAM client; slixmpp always sends the initial response).
+#[test]
+fn scram_without_an_initial_response_gets_an_empty_challenge() {
+    let c = cluster(&["nir0"]);
+    for mech in ["SCRAM-SHA-256", "SCRAM-SHA-1"] {
+        let out = std::process::Command::new(c.bin("loadgen"))
+            .args(["xmpp", "--scenario", "login", "--tls", "--json"])
+            .args(["--server", &format!("127.0.0.1:{}", c.nodes[0].xmpp)])
+            .args(["--domain", presenced_e2e::DOMAIN, "--prefix", "nir"])
+            .args(["--password", PW, "--mech", mech, "--no-initial-response"])
+            .args(["--users", "1"])
+            .output()
+            .expect("loadgen runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("1/1 users") && text.contains("0 errors"),
+            "{mech}: {text}"
+        );
+    }
+}
+
 #[test]
 fn pending_requests_wait_for_login_directed_presence_and_dropped_connections() {
     let c = cluster(&["carol", "dave", "erin"]);

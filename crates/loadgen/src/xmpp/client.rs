@@ -149,6 +149,9 @@ pub struct ClientCfg {
     pub domain: String,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub mech: Mech,
+    /// Send SCRAM's client-first message in the `<auth/>` element (RFC 6120 §6.4.2);
+    /// if not, after the server's empty challenge.
+    pub initial_response: bool,
     pub resource: String,
 }
 
@@ -368,7 +371,7 @@ pub async fn login(
         "server does not offer {} (offers {mechs:?})",
         cfg.mech.name()
     );
-    sasl(&mut n, cfg.mech, user, pass).await?;
+    sasl(&mut n, cfg, user, pass).await?;
     let f = n.open(&cfg.domain).await?;
     n.send(&format!(
         "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
@@ -454,8 +457,9 @@ fn hash(mech: Mech, data: &[u8]) -> Vec<u8> {
     }
 }
 
-async fn sasl(n: &mut Neg, mech: Mech, user: &str, pass: &str) -> anyhow::Result<()> {
+async fn sasl(n: &mut Neg, cfg: &ClientCfg, user: &str, pass: &str) -> anyhow::Result<()> {
     const NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+    let mech = cfg.mech;
     let fail = |e: &El| anyhow!("authentication of {user} failed: {}", describe(e));
     if mech == Mech::Plain {
         let msg = format!("\0{user}\0{pass}");
@@ -475,12 +479,25 @@ async fn sasl(n: &mut Neg, mech: Mech, user: &str, pass: &str) -> anyhow::Result
     };
     let uname = user.replace('=', "=3D").replace(',', "=2C");
     let first_bare = format!("n={uname},r={cnonce}");
-    n.send(&format!(
-        "<auth xmlns='{NS}' mechanism='{}'>{}</auth>",
-        mech.name(),
-        B64.encode(format!("n,,{first_bare}"))
-    ))
-    .await?;
+    let client_first = B64.encode(format!("n,,{first_bare}"));
+    if cfg.initial_response {
+        n.send(&format!(
+            "<auth xmlns='{NS}' mechanism='{}'>{client_first}</auth>",
+            mech.name()
+        ))
+        .await?;
+    } else {
+        n.send(&format!("<auth xmlns='{NS}' mechanism='{}'/>", mech.name()))
+            .await?;
+        let c = n.next().await?;
+        anyhow::ensure!(
+            c.name == "challenge" && matches!(c.text.trim(), "" | "="),
+            "expected an empty challenge: {}",
+            fail(&c)
+        );
+        n.send(&format!("<response xmlns='{NS}'>{client_first}</response>"))
+            .await?;
+    }
     let c = n.next().await?;
     anyhow::ensure!(c.name == "challenge", fail(&c));
     let server_first = String::from_utf8(B64.decode(c.text.trim())?)?;

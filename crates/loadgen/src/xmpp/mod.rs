@@ -62,6 +62,10 @@ pub struct XmppArgs {
     /// SASL mechanism: SCRAM-SHA-1, SCRAM-SHA-256 or PLAIN (PLAIN needs --tls on most servers).
     #[arg(long, default_value = "SCRAM-SHA-1")]
     mech: String,
+    /// SCRAM: send the client-first message only after the server's empty challenge,
+    /// not in `<auth/>` (both are allowed, RFC 6120 §6.4.2).
+    #[arg(long)]
+    no_initial_response: bool,
     /// Register the users of the scenario first (XEP-0077); existing users are fine.
     #[arg(long)]
     register: bool,
@@ -159,6 +163,7 @@ pub async fn run(a: XmppArgs) -> anyhow::Result<()> {
                 None
             },
             mech: Mech::parse(&a.mech)?,
+            initial_response: !a.no_initial_response,
             resource: "lg".into(),
         },
         servers,

@@ -39,6 +39,16 @@ impl Conn {
         if mech == sasl::PLAIN {
             return self.plain(input).await;
         }
+        if input.is_none() {
+            // No initial response (RFC 6120 §6.4.2): an empty challenge asks for the
+            // client's first message (rsasl's SCRAM cannot start without it).
+            self.out.push(&Element::new("challenge", NS_SASL));
+            self.out.flush().await?;
+            match self.sasl_response().await? {
+                Some(i) => input = Some(i),
+                None => return Ok(false),
+            }
+        }
         let mut session =
             match SASLServer::<sasl::User>::new(self.shared.sasl.clone()).start_suggested(name) {
                 Ok(s) => s,
@@ -51,7 +61,6 @@ impl Conn {
         // and the attempt's place in the throttle from then on.
         let mut account: Option<String> = None;
         let mut attempt = None;
-        let mut first = true;
         loop {
             if let Some(msg) = input.as_deref().filter(|m| !m.is_empty())
                 && sasl::scram_message_breaks_parser(account.is_none(), msg)
@@ -60,6 +69,9 @@ impl Conn {
                 self.sasl_failure("malformed-request", None).await?;
                 return Ok(false);
             }
+            // This step reads the client-first message (it names the account), or the
+            // client-final message with the proof.
+            let names_account = account.is_none();
             if account.is_none()
                 && let Some(msg) = input.as_deref().filter(|m| !m.is_empty())
             {
@@ -72,7 +84,7 @@ impl Conn {
             }
             // The client's final message carries its proof: the decisive step, taken
             // only while the budget allows (failures of parallel attempts count).
-            if !first
+            if !names_account
                 && let Some(a) = attempt.as_mut()
                 && let Err(why) = self.shared.guard.decide(a)
             {
@@ -84,7 +96,7 @@ impl Conn {
             // (RFC 5802 allows that); clients such as xmpp.js mis-parse a '"' in it. Draw
             // again until the nonce is one every client reads (about 1 in 4 need it).
             let mut redraws = 0;
-            while first && state.is_ok() && quoted_nonce(&out) && redraws < 64 {
+            while names_account && state.is_ok() && quoted_nonce(&out) && redraws < 64 {
                 redraws += 1;
                 let Ok(fresh) =
                     SASLServer::<sasl::User>::new(self.shared.sasl.clone()).start_suggested(name)
@@ -95,7 +107,6 @@ impl Conn {
                 out.clear();
                 state = session.step(input.as_deref(), &mut out);
             }
-            first = false;
             match state {
                 Err(e) => {
                     tracing::debug!("sasl step failed: {e}");
