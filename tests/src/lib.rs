@@ -278,6 +278,35 @@ cache_mb = 16
         self.bins.join(name)
     }
 
+    /// `loadgen xmpp --scenario login` against node `i` over STARTTLS: users
+    /// `<prefix>0..users`, all at once, with `password` and `mech` and `extra`
+    /// arguments; its JSON line (`ok`, `errors`, ...).
+    pub fn loadgen_logins(
+        &self,
+        i: usize,
+        prefix: &str,
+        users: usize,
+        password: &str,
+        mech: &str,
+        extra: &[&str],
+    ) -> Value {
+        let n = users.to_string();
+        let out = Command::new(self.bin("loadgen"))
+            .args(["xmpp", "--scenario", "login", "--tls", "--json"])
+            .args(["--server", &format!("127.0.0.1:{}", self.nodes[i].xmpp)])
+            .args(["--domain", DOMAIN, "--prefix", prefix])
+            .args(["--password", password, "--mech", mech])
+            .args(["--users", &n, "--concurrency", &n])
+            .args(extra)
+            .output()
+            .expect("loadgen runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("{mech}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text.lines()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("{mech}: no JSON line from loadgen: {text}"))
+    }
+
     /// Start (or restart) node `i` (index into `nodes`).
     pub fn start_node(&mut self, i: usize) {
         let n = &mut self.nodes[i];

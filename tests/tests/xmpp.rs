@@ -416,19 +416,8 @@ fn every_mechanism_direct_tls_and_a_server_chosen_resource() {
 fn scram_without_an_initial_response_gets_an_empty_challenge() {
     let c = cluster(&["nir0"]);
     for mech in ["SCRAM-SHA-256", "SCRAM-SHA-1"] {
-        let out = std::process::Command::new(c.bin("loadgen"))
-            .args(["xmpp", "--scenario", "login", "--tls", "--json"])
-            .args(["--server", &format!("127.0.0.1:{}", c.nodes[0].xmpp)])
-            .args(["--domain", presenced_e2e::DOMAIN, "--prefix", "nir"])
-            .args(["--password", PW, "--mech", mech, "--no-initial-response"])
-            .args(["--users", "1"])
-            .output()
-            .expect("loadgen runs");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains("1/1 users") && text.contains("0 errors"),
-            "{mech}: {text}"
-        );
+        let json = c.loadgen_logins(0, "nir", 1, PW, mech, &["--no-initial-response"]);
+        assert!(json["ok"] == 1 && json["errors"] == 0, "{mech}: {json}");
     }
 }
 

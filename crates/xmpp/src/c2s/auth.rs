@@ -72,9 +72,7 @@ impl Conn {
             // This step reads the client-first message (it names the account), or the
             // client-final message with the proof.
             let names_account = account.is_none();
-            if account.is_none()
-                && let Some(msg) = input.as_deref().filter(|m| !m.is_empty())
-            {
+            if names_account && let Some(msg) = input.as_deref().filter(|m| !m.is_empty()) {
                 let key = self.account_key(&scram_authcid(msg).unwrap_or_default());
                 match self.shared.guard.begin(self.peer.ip(), &key) {
                     Ok(a) => attempt = Some(a),
