@@ -76,7 +76,9 @@ pub(crate) struct Entry {
     pub sid: u64,
     /// `None` until the client sends initial presence, and after it goes unavailable.
     pub avail: Option<Availability>,
-    pub local: Option<Local>,
+    /// Boxed: most entries are mirrors of a peer's sessions (two of every three in a
+    /// three-node cluster), and they should not carry room for a local session's state.
+    pub local: Option<Box<Local>>,
 }
 
 /// A session as a peer announces it.
@@ -141,7 +143,7 @@ impl Resources {
     pub fn local(&self) -> impl Iterator<Item = (&String, &Entry, &Local)> {
         self.0
             .iter()
-            .filter_map(|(r, e)| e.local.as_ref().map(|l| (r, e, l)))
+            .filter_map(|(r, e)| e.local.as_deref().map(|l| (r, e, l)))
     }
 
     fn is_empty(&self) -> bool {
@@ -180,7 +182,7 @@ impl Directory {
     pub fn local_mut(&mut self, user: &str, resource: &str, sid: u64) -> Option<&mut Local> {
         self.get_mut(user, resource)
             .filter(|e| e.sid == sid)
-            .and_then(|e| e.local.as_mut())
+            .and_then(|e| e.local.as_deref_mut())
     }
 
     pub fn sessions(&self, user: &str) -> Option<&Resources> {

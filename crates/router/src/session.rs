@@ -38,7 +38,7 @@ impl Router {
                     node: me,
                     sid,
                     avail: None,
-                    local: Some(Local::new(tx)),
+                    local: Some(Box::new(Local::new(tx))),
                 },
             );
         }

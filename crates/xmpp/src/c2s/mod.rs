@@ -232,7 +232,7 @@ async fn run(
     let (r, w) = tokio::io::split(io);
     let mut conn = Conn {
         shared: shared.clone(),
-        reader: Some(StreamReader::new(r, shared.limits())),
+        reader: Some(Box::new(StreamReader::new(r, shared.limits()))),
         out: Out {
             w,
             buf: String::new(),
@@ -271,7 +271,9 @@ async fn run(
 
 struct Conn {
     shared: Arc<Shared>,
-    reader: Option<Reader>,
+    /// Boxed: the reader moves to its own task once the session is bound, and the
+    /// connection's state should not keep room for it.
+    reader: Option<Box<Reader>>,
     out: Out,
     tls: bool,
     user: Option<String>,

@@ -9,26 +9,7 @@ impl Conn {
         session: Session,
         mut rx: Receiver<Delivery>,
     ) -> End {
-        let reader = self.reader.take();
-        let (stx, mut srx) = queue::queue::<Result<Item, XmlError>>(8);
-        // The XML reader is not cancel-safe: it lives in its own task for the whole
-        // session and hands over complete stanzas.
-        let reader_fut = async move {
-            let Some(mut reader) = reader else { return };
-            loop {
-                let f = reader.next().await.map(|f| match f {
-                    Frame::Stanza(el) => Item::Stanza(Box::new(el)),
-                    Frame::Keepalive => Item::Keepalive,
-                    Frame::Header(_) => Item::Header,
-                    Frame::End => Item::End,
-                });
-                let more = matches!(f, Ok(Item::Stanza(_)) | Ok(Item::Keepalive));
-                if stx.send(f).await.is_err() || !more {
-                    return;
-                }
-            }
-        };
-        let reader_task = tokio::spawn(reader_fut);
+        let (reader_task, mut srx) = spawn_reader(self.reader.take());
         let end = self.session_inner(&session, &mut srx, &mut rx).await;
         reader_task.abort();
         drop(session);
@@ -46,11 +27,10 @@ impl Conn {
         let mut pinged = false;
         let mut tick = tokio::time::interval(cfg.ping_after.min(Duration::from_secs(30)) / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // XEP-0198: the client's messages still being handled, in order.
-        let mut handling = sm::Handling::new();
         loop {
             tokio::select! {
-                Some(()) = futures::StreamExt::next(&mut handling), if !handling.is_empty() => {
+                // XEP-0198: the oldest of the client's messages being handled is.
+                Some(()) = sm::next_handled(&mut self.sm), if sm::handling_any(&self.sm) => {
                     self.sm_handled();
                 }
                 f = srx.recv() => {
@@ -64,7 +44,7 @@ impl Conn {
                         }
                         Some(Ok(Item::Stanza(el))) => {
                             metrics::counter!("presenced_xmpp_stanzas_in_total").increment(1);
-                            self.sm_received(&el, &mut handling);
+                            self.sm_received(&el);
                             // Boxed: handling may await a Raft write, a large future
                             // that an idle session should not carry.
                             let r = Box::pin(self.stanza(s, *el)).await;
@@ -188,4 +168,32 @@ impl Conn {
             )),
         }
     }
+}
+
+/// Start the session's reader task. The XML reader is not cancel-safe: it lives in its
+/// own task for the whole session and hands over complete stanzas. A plain function,
+/// so the session loop's future does not keep room for the reader's.
+fn spawn_reader(
+    reader: Option<Box<Reader>>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Receiver<Result<Item, XmlError>>,
+) {
+    let (stx, srx) = queue::queue::<Result<Item, XmlError>>(8);
+    let task = tokio::spawn(async move {
+        let Some(mut reader) = reader else { return };
+        loop {
+            let f = reader.next().await.map(|f| match f {
+                Frame::Stanza(el) => Item::Stanza(Box::new(el)),
+                Frame::Keepalive => Item::Keepalive,
+                Frame::Header(_) => Item::Header,
+                Frame::End => Item::End,
+            });
+            let more = matches!(f, Ok(Item::Stanza(_)) | Ok(Item::Keepalive));
+            if stx.send(f).await.is_err() || !more {
+                return;
+            }
+        }
+    });
+    (task, srx)
 }

@@ -53,6 +53,10 @@ pub(super) struct Sm {
     asked: bool,
     /// The last `h` sent to the client.
     told: u32,
+    /// The received messages being handled, in order (one future per `waiting` entry
+    /// that is a message). Here rather than in the session loop: a session without
+    /// stream management holds no queue at all.
+    pub(super) handling: Handling,
 }
 
 /// Futures of received stanzas being handled, in order.
@@ -98,6 +102,7 @@ impl Conn {
                     unacked: VecDeque::new(),
                     asked: false,
                     told: 0,
+                    handling: Handling::new(),
                 }));
                 self.out.push_nonza(&Element::new("enabled", NS_SM));
                 metrics::counter!("presenced_xmpp_sm_enabled_total").increment(1);
@@ -162,7 +167,7 @@ impl Conn {
     }
 
     /// A stanza of the client arrives: count it; a message gets something to wait on.
-    pub(super) fn sm_received(&mut self, el: &Element, handling: &mut Handling) {
+    pub(super) fn sm_received(&mut self, el: &Element) {
         let Some(sm) = self.sm.as_mut() else {
             return;
         };
@@ -171,7 +176,7 @@ impl Conn {
             let (h, wait): (_, HandledWait) = presenced_router::handled();
             self.handled = Some(h);
             sm.waiting.push_back(sm.received);
-            handling.push_back(Box::pin(wait.wait()));
+            sm.handling.push_back(Box::pin(wait.wait()));
         }
     }
 
@@ -231,4 +236,17 @@ impl Conn {
 
 fn ack(h: u32) -> Element {
     Element::new("a", NS_SM).with_attr("h", h.to_string())
+}
+
+/// Some received message is being handled.
+pub(super) fn handling_any(sm: &Option<Box<Sm>>) -> bool {
+    sm.as_ref().is_some_and(|sm| !sm.handling.is_empty())
+}
+
+/// The oldest received message being handled is (never, without stream management).
+pub(super) async fn next_handled(sm: &mut Option<Box<Sm>>) -> Option<()> {
+    match sm {
+        Some(sm) => futures::StreamExt::next(&mut sm.handling).await,
+        None => std::future::pending().await,
+    }
 }

@@ -27,7 +27,7 @@ impl Conn {
         })?;
         let (r, w) = tokio::io::split(Box::new(tls) as BoxIo);
         self.out.w = w;
-        self.reader = Some(StreamReader::new(r, self.shared.limits()));
+        self.reader = Some(Box::new(StreamReader::new(r, self.shared.limits())));
         self.tls = true;
         Ok(())
     }

@@ -130,7 +130,7 @@ impl Conn {
                 {
                     if self.authenticate(&el).await? {
                         let r = self.reader.take().ok_or(End::Lost)?.into_inner();
-                        self.reader = Some(StreamReader::new(r, self.shared.limits()));
+                        self.reader = Some(Box::new(StreamReader::new(r, self.shared.limits())));
                         self.open_stream().await?;
                     }
                 }

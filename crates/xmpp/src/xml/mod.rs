@@ -7,6 +7,7 @@
 
 mod chars;
 mod fragment;
+mod lean_buf;
 mod reader;
 
 use std::fmt::Write as _;

@@ -5,14 +5,15 @@ use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader, Take};
+use tokio::io::{AsyncRead, AsyncReadExt, Take};
 
 use super::chars::{xml_char, xml_chars, xml_name};
+use super::lean_buf::LeanBufReader;
 use super::{Element, NS_STREAM, Node};
 
-/// Bytes read from the connection at a time. Small on purpose: an idle session keeps
-/// this buffer for as long as it lives (memory per session matters more than a few
-/// more reads for large stanzas).
+/// Bytes read from the connection at a time: what is read ahead of a stanza counts
+/// against its size budget, so this stays small. The buffer is held only while it
+/// has bytes ([`LeanBufReader`]).
 const READ_BUFFER: usize = 512;
 
 /// The opening `<stream:stream>` a client sent.
@@ -113,7 +114,7 @@ pub struct Limits {
 
 /// Reads one XMPP stream: the header, then one stanza at a time.
 pub struct StreamReader<R: AsyncRead + Unpin> {
-    xml: NsReader<BufReader<Take<R>>>,
+    xml: NsReader<LeanBufReader<Take<R>>>,
     buf: Vec<u8>,
     depth: usize,
     stack: Vec<Element>,
@@ -122,9 +123,9 @@ pub struct StreamReader<R: AsyncRead + Unpin> {
 
 impl<R: AsyncRead + Unpin> StreamReader<R> {
     pub fn new(io: R, limits: Limits) -> Self {
-        let mut xml = NsReader::from_reader(BufReader::with_capacity(
-            READ_BUFFER,
+        let mut xml = NsReader::from_reader(LeanBufReader::new(
             io.take(limits.max_stanza_bytes),
+            READ_BUFFER,
         ));
         let c = xml.config_mut();
         c.check_end_names = true;
