@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import datetime
+import os
 
 path, cmdline, knobs = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = [json.loads(l) for l in open(path) if l.strip()]
@@ -26,8 +27,9 @@ def get(server, scen):
 out = []
 date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
 cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-out.append(f"Command: `{cmdline}` ({knobs}); {date}, {cores} cores shared by every server, "
-           "the load generator and the kernel; STARTTLS + SCRAM-SHA-1 for every server.")
+cpus = os.environ.get("CPUS_NOTE") or f"{cores} cores shared by every server, the load generator and the kernel"
+split = "split" in cpus
+out.append(f"Command: `{cmdline}` ({knobs}); {date}, {cpus}; STARTTLS + SCRAM-SHA-1 for every server.")
 out.append("")
 out.append("| server | logins/s | login p99 ms | msgs/s at p99 < 10 ms | p50 / p99 / p999 ms | "
            "CPU % server / load generator | max msgs/s (p99 ms) | presence p99 ms per contact / all reached | "
@@ -93,9 +95,14 @@ for s in ("presenced-1", "presenced-3"):
         k = idle["kib_per_session"]
         notes.append(f"{s}: {k:.1f} KiB per idle authenticated session "
                      f"(target ≤ 12 KiB over all nodes: {'met' if k <= 12 else 'not met'})")
-notes.append("CPU % is over the measured window, 100 = one core (2 cores: 200 in all); the load "
-             "generator is one process beside the server, so a server whose CPU is below what is "
-             "left by the load generator is waiting on the client, not on itself")
+if split:
+    notes.append("CPU % is over the measured window, 100 = one core; each server had its own cores "
+                 "and the load generator the others, so a server below 100 % per core it was given "
+                 "is waiting on the client, not on itself")
+else:
+    notes.append("CPU % is over the measured window, 100 = one core (2 cores: 200 in all); the load "
+                 "generator is one process beside the server, so a server whose CPU is below what is "
+                 "left by the load generator is waiting on the client, not on itself")
 for n in notes:
     out.append(f"- {n}")
 print("\n".join(out))

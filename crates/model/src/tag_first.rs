@@ -105,3 +105,27 @@ impl Visitor<'_> for KeySeed {
         })
     }
 }
+
+/// `value` (an object written by this release) as another writer might send it: a
+/// field this release does not know (`unknown`, `"name":value`) put first, then the
+/// rest with the tag last, and the same with the tag first. The tests of every
+/// [`TagFirst`] type read both back. None if `value` is not an object with the tag.
+pub fn other_writers_forms(
+    value: &serde_json::Value,
+    tag: &str,
+    unknown: &str,
+) -> Option<[String; 2]> {
+    let obj = value.as_object()?;
+    let tagged = format!("{}:{}", serde_json::Value::from(tag), obj.get(tag)?);
+    let mut fields = vec![unknown.to_string()];
+    fields.extend(
+        obj.iter()
+            .filter(|(k, _)| *k != tag)
+            .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str()))),
+    );
+    let fields = fields.join(",");
+    Some([
+        format!("{{{fields},{tagged}}}"),
+        format!("{{{tagged},{fields}}}"),
+    ])
+}

@@ -19,6 +19,15 @@ pub(super) struct StartedWith {
     pub(super) leader_term: Option<u64>,
 }
 
+impl StartedWith {
+    /// This node led at start and `term` is the term it was restored in: until the
+    /// log it started with is applied, its commit point may lie before writes it
+    /// acknowledged (see `read_index_as_leader`).
+    pub(super) fn restored_in(&self, term: u64) -> bool {
+        self.leader_term == Some(term)
+    }
+}
+
 impl ClusterNode {
     /// Read the local replica (may trail the leader by a few milliseconds).
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
@@ -78,9 +87,7 @@ impl ClusterNode {
     pub(crate) async fn read_index_as_leader(&self) -> Result<u64, ClusterError> {
         let index = self.confirmed_read_index().await?;
         let floor = self.started_with.last_index;
-        let restored = self.started_with.leader_term.is_some()
-            && self.started_with.leader_term == Some(self.metrics().current_term);
-        if index >= floor || !restored {
+        if index >= floor || !self.started_with.restored_in(self.metrics().current_term) {
             return Ok(index);
         }
         self.raft

@@ -55,7 +55,7 @@ impl ClusterNode {
         }
         // A leader restored at start (`reads.rs`) serves reads once its log is applied.
         if leader == self.id
-            && self.started_with.leader_term == Some(m.current_term)
+            && self.started_with.restored_in(m.current_term)
             && applied < self.started_with.last_index
         {
             return Err(format!(
