@@ -28,7 +28,7 @@ out = []
 date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
 cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 cpus = os.environ.get("CPUS_NOTE") or f"{cores} cores shared by every server, the load generator and the kernel"
-split = "split" in cpus
+split = os.environ.get("CPUS") == "split"
 out.append(f"Command: `{cmdline}` ({knobs}); {date}, {cpus}; STARTTLS + SCRAM-SHA-1 for every server.")
 out.append("")
 out.append("| server | logins/s | login p99 ms | msgs/s at p99 < 10 ms | p50 / p99 / p999 ms | "
