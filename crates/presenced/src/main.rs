@@ -98,6 +98,12 @@ async fn run(cfg: config::Config, secret: String) -> anyhow::Result<()> {
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ])
         .context("metrics buckets")?
+        // A count of events per frame, not seconds: the router sends at most 512.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("presenced_peer_batch_events".into()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+        )
+        .context("metrics buckets")?
         .install_recorder()
         .context("metrics recorder")?;
     // Bind everything first: a port in use stops the node before it touches Raft.

@@ -49,11 +49,15 @@ struct Held {
     sent: Instant,
 }
 
+/// Forwarding ids are hashes or random-based counters, sent by an authenticated peer:
+/// a fast hash suffices (SipHash on every lookup was most of this table's cost).
+type IdHash = foldhash::fast::FixedState;
+
 #[derive(Default)]
 struct Seen {
     order: VecDeque<u64>,
     /// Id → whether its receipt is done.
-    state: HashMap<u64, bool>,
+    state: HashMap<u64, bool, IdHash>,
 }
 
 pub(crate) struct Forwarding {
@@ -129,7 +133,7 @@ impl Router {
             drop(back);
             return false;
         }
-        metrics::counter!("presenced_forwarded_total").increment(1);
+        crate::hot::FORWARDED.increment(1);
         true
     }
 
@@ -205,21 +209,25 @@ impl Router {
         {
             let mut seen = self.inner.forward.seen.lock();
             let s = seen.entry(from).or_default();
-            if let Some(done) = s.state.get(&id) {
-                // Sent again after a link broke: delivered once already.
-                if *done {
-                    self.inner
-                        .peers
-                        .send(from, PeerEvent::Receipt { id, done: true });
+            match s.state.entry(id) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    // Sent again after a link broke: delivered once already.
+                    if *o.get() {
+                        self.inner
+                            .peers
+                            .send(from, PeerEvent::Receipt { id, done: true });
+                    }
+                    return;
                 }
-                return;
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(false);
+                }
             }
-            s.state.insert(id, false);
             s.order.push_back(id);
-            while s.order.len() > SEEN_WINDOW {
-                if let Some(old) = s.order.pop_front() {
-                    s.state.remove(&old);
-                }
+            if s.order.len() > SEEN_WINDOW
+                && let Some(old) = s.order.pop_front()
+            {
+                s.state.remove(&old);
             }
         }
         let waiter = Waiter::Peer { node: from, id };
@@ -245,15 +253,13 @@ impl Router {
     /// The receipt of a message `node` forwarded is done (`true`) or given up
     /// (`false`): tell it.
     pub(crate) fn receipt_for_peer(&self, node: NodeId, id: u64, done: bool) {
-        if done
-            && let Some(s) = self.inner.forward.seen.lock().get_mut(&node)
-            && let Some(d) = s.state.get_mut(&id)
-        {
-            *d = true;
-        }
-        if !done {
-            // Forget it: if it comes again, it is a new attempt.
-            if let Some(s) = self.inner.forward.seen.lock().get_mut(&node) {
+        if let Some(s) = self.inner.forward.seen.lock().get_mut(&node) {
+            if done {
+                if let Some(d) = s.state.get_mut(&id) {
+                    *d = true;
+                }
+            } else {
+                // Forget it: if it comes again, it is a new attempt.
                 s.state.remove(&id);
             }
         }

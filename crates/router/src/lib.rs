@@ -19,6 +19,7 @@ mod directory;
 mod events;
 mod flush;
 mod forward;
+mod hot;
 mod message;
 mod mirror;
 mod offline;

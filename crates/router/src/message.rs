@@ -127,7 +127,7 @@ impl Router {
             for r in &targets {
                 n += self.send_to(&dir, user, r, Delivery::Message(Box::new(msg.clone()))) as usize;
             }
-            metrics::counter!("presenced_messages_routed_total").increment(1);
+            crate::hot::MESSAGES_ROUTED.increment(1);
             n > 0
         };
         if delivered || !msg.has_content() {

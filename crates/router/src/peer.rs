@@ -267,7 +267,7 @@ async fn run_link(
                         Ok(None) => { call.abort(); return; }
                         Err(_) => batch.push(PeerEvent::Heartbeat),
                     }
-                    metrics::histogram!("presenced_peer_batch_events").record(batch.len() as f64);
+                    crate::hot::PEER_BATCH_EVENTS.record(batch.len() as f64);
                     let f = frame(&router, epoch, format, &batch);
                     batch.clear();
                     if ftx.send(f).await.is_err() {

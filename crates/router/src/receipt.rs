@@ -129,7 +129,7 @@ impl Receipt {
             c.receipt = None;
             c
         });
-        metrics::gauge!("presenced_receipts_open").increment(1.0);
+        crate::hot::RECEIPTS_OPEN.increment(1.0);
         Receipt(Arc::new(Shared(Mutex::new(Some(Pending {
             router: Arc::downgrade(&router.inner),
             user: user.to_string(),
@@ -146,7 +146,7 @@ impl Receipt {
         let Some(p) = self.0.0.lock().take() else {
             return;
         };
-        metrics::gauge!("presenced_receipts_open").decrement(1.0);
+        crate::hot::RECEIPTS_OPEN.decrement(1.0);
         finish(p.router, p.waiter);
     }
 }
@@ -168,7 +168,7 @@ impl Drop for Shared {
         let Some(p) = self.0.get_mut().take() else {
             return;
         };
-        metrics::gauge!("presenced_receipts_open").decrement(1.0);
+        crate::hot::RECEIPTS_OPEN.decrement(1.0);
         let Some(inner) = p.router.upgrade() else {
             return; // the node is going away
         };

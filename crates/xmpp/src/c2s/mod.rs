@@ -27,6 +27,7 @@ pub(crate) mod auth;
 mod bind;
 mod disco;
 mod errors;
+mod hot;
 mod iq;
 mod message;
 mod ns;
@@ -98,7 +99,7 @@ impl Out {
     fn push(&mut self, el: &Element) {
         el.write_to(&mut self.buf, NS_CLIENT);
         self.stanzas = self.stanzas.wrapping_add(1);
-        metrics::counter!("presenced_xmpp_stanzas_out_total").increment(1);
+        hot::STANZAS_OUT.increment(1);
     }
 
     /// A top-level element that is not a stanza (XEP-0198's), not counted.

@@ -43,7 +43,7 @@ impl Conn {
                             }
                         }
                         Some(Ok(Item::Stanza(el))) => {
-                            metrics::counter!("presenced_xmpp_stanzas_in_total").increment(1);
+                            super::hot::STANZAS_IN.increment(1);
                             self.sm_received(&el);
                             // Boxed: handling may await a Raft write, a large future
                             // that an idle session should not carry.

@@ -119,7 +119,7 @@ impl Conn {
         self.open_stream().await?;
         loop {
             let el = self.next_stanza().await?;
-            metrics::counter!("presenced_xmpp_stanzas_in_total").increment(1);
+            super::hot::STANZAS_IN.increment(1);
             match (el.name.as_str(), el.ns.as_str()) {
                 ("starttls", NS_TLS) if !self.tls && self.user.is_none() => {
                     self.starttls().await?;
