@@ -22,6 +22,7 @@
 //! node dies then, the message is routed again and arrives twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -44,8 +45,11 @@ struct Held {
     user: String,
     resource: String,
     sid: u64,
-    /// The message with its receipt (the only copy holding it).
-    msg: Message,
+    /// The message as sent (shared with the event on the link), to send it again.
+    msg: Arc<Message>,
+    /// Its receipt (the only copy holding it): done when the peer's client has it,
+    /// dropped (the message routed again) when the peer could not deliver it.
+    receipt: Option<Receipt>,
     sent: Instant,
 }
 
@@ -91,8 +95,9 @@ impl Router {
         mut msg: Message,
     ) -> bool {
         let f = &self.inner.forward;
-        let mut wire = msg.clone();
-        wire.receipt = None;
+        // The receipt stays here; the message itself is shared with the link.
+        let receipt = msg.receipt.take();
+        let msg = Arc::new(msg);
         let id;
         {
             let mut held = f.held.lock();
@@ -114,7 +119,8 @@ impl Router {
                     user: user.to_string(),
                     resource: resource.to_string(),
                     sid,
-                    msg: std::mem::replace(&mut msg, wire),
+                    msg: msg.clone(),
+                    receipt,
                     sent: Instant::now(),
                 },
             );
@@ -124,7 +130,7 @@ impl Router {
             resource: resource.to_string(),
             sid,
             id,
-            message: Box::new(msg),
+            message: msg,
         };
         if !self.inner.peers.send(node, ev) {
             // Not sent: forget it (dropping this copy of the receipt; the caller's
@@ -147,16 +153,12 @@ impl Router {
             metrics::counter!("presenced_forward_resent_total").increment(h.len() as u64);
         }
         h.iter()
-            .map(|(id, x)| {
-                let mut m = x.msg.clone();
-                m.receipt = None;
-                PeerEvent::Forward {
-                    user: x.user.clone(),
-                    resource: x.resource.clone(),
-                    sid: x.sid,
-                    id: *id,
-                    message: Box::new(m),
-                }
+            .map(|(id, x)| PeerEvent::Forward {
+                user: x.user.clone(),
+                resource: x.resource.clone(),
+                sid: x.sid,
+                id: *id,
+                message: x.msg.clone(),
             })
             .collect()
     }
@@ -167,7 +169,7 @@ impl Router {
     pub(crate) fn forward_released(&self, node: NodeId) {
         let held = self.inner.forward.held.lock().remove(&node);
         for h in held.into_iter().flat_map(|m| m.into_values()) {
-            if let Some(r) = &h.msg.receipt {
+            if let Some(r) = &h.receipt {
                 r.done();
             }
         }
@@ -186,7 +188,7 @@ impl Router {
             return; // answered twice, or routed again already
         };
         if done {
-            if let Some(r) = &h.msg.receipt {
+            if let Some(r) = &h.receipt {
                 r.done();
             }
         } else {

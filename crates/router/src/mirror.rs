@@ -77,7 +77,14 @@ impl Router {
                 sid,
                 id,
                 message,
-            } => self.on_forward(from, &user, &resource, sid, id, *message),
+            } => self.on_forward(
+                from,
+                &user,
+                &resource,
+                sid,
+                id,
+                std::sync::Arc::unwrap_or_clone(message),
+            ),
             PeerEvent::Receipt { id, done } => self.on_receipt(from, id, done),
             PeerEvent::Heartbeat => {}
         }

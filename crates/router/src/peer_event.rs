@@ -51,7 +51,8 @@ pub enum PeerEvent {
         resource: String,
         sid: u64,
         id: u64,
-        message: Box<crate::Message>,
+        /// Shared with the sender's held copy (it is sent again from there).
+        message: std::sync::Arc<crate::Message>,
     },
     /// Format 3: what became of forwarded message `id`: its recipient's client has it
     /// (`done`), or the session was gone or ended first and the sender routes it again.
@@ -187,7 +188,7 @@ impl TagFirst for PeerEvent {
                     resource: b.resource,
                     sid: b.sid,
                     id: b.id,
-                    message: b.message,
+                    message: b.message.into(),
                 }
             }
             Tag::Receipt => {

@@ -374,7 +374,7 @@ pub fn downgrade(events: &[PeerEvent]) -> Vec<PeerEvent> {
             } => Some(PeerEvent::Deliver {
                 user: user.clone(),
                 resource: resource.clone(),
-                delivery: Delivery::Message(message.clone()),
+                delivery: Delivery::Message(Box::new(crate::Message::clone(message))),
             }),
             PeerEvent::Receipt { .. } => None,
             other => Some(other.clone()),

@@ -61,7 +61,7 @@ fn every_variant() -> Vec<PeerEvent> {
             resource: "b".into(),
             sid: 9,
             id: u64::MAX,
-            message: Box::new(m),
+            message: std::sync::Arc::new(m),
         },
         PeerEvent::Receipt { id: 3, done: true },
     ]
