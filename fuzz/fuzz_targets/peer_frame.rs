@@ -140,7 +140,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 resource: "b".into(),
                 sid: 3,
                 id: 41,
-                message: Box::new(m.clone()),
+                message: std::sync::Arc::new(m.clone()),
             },
             PeerEvent::Receipt { id: 41, done: true },
             PeerEvent::Receipt {
