@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use presenced_e2e::Cluster;
 use presenced_e2e::xmpp::{Agent, jid};
+use presenced_e2e::{Cluster, metric};
 use serde_json::json;
 
 const PW: &str = "secret-pw-1";
@@ -61,6 +61,25 @@ fn subscribe_approve_presence_and_chat_across_nodes() {
     assert_eq!(m["from"], "alice@example.test/laptop");
     bob.chat(m["from"].as_str().unwrap(), "hi alice");
     alice.expect_body("hi alice", T);
+
+    // The per-message metrics count on a real node (their handles are registered once,
+    // after the recorder: one registered too early would stay at nothing). alice's node
+    // routed her message to bob's bare JID; both nodes read and wrote client stanzas.
+    let m0 = c.metrics(0);
+    let routed = metric(&m0, "presenced_messages_routed_total").unwrap_or(0.0);
+    assert!(routed >= 1.0, "{m0}");
+    for node in [0, 1] {
+        let m = c.metrics(node);
+        for name in [
+            "presenced_xmpp_stanzas_in_total",
+            "presenced_xmpp_stanzas_out_total",
+        ] {
+            assert!(
+                metric(&m, name).unwrap_or(0.0) >= 1.0,
+                "node {node}, {name}: {m}"
+            );
+        }
+    }
 
     // Rosters on both sides (versioning: see pending_requests_wait_for_login...).
     let ra = alice.roster();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use presenced_e2e::hostile::{PW, Tls, login, plain, runtime, starttls, tls_connector_for};
 use presenced_e2e::xmpp::{Agent, jid, stream_header};
-use presenced_e2e::{Cluster, Opts};
+use presenced_e2e::{Cluster, Opts, metric};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
@@ -187,6 +187,12 @@ fn an_acknowledged_message_survives_its_recipients_node_being_killed() {
         acked_ids(&mut alice, Duration::from_secs(1), &ids).is_empty(),
         "acknowledged while only bob's node had them"
     );
+    // alice's node forwarded the five and answers for each until bob's node does (the
+    // metrics' handles are registered once: one registered too early would read 0).
+    let m = c.metrics(0);
+    for name in ["presenced_forwarded_total", "presenced_receipts_open"] {
+        assert!(metric(&m, name).unwrap_or(0.0) >= 5.0, "{name}: {m}");
+    }
     // Node 2 dies with the five messages on it.
     c.kill(1);
     drop(bob_raw);

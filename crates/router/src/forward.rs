@@ -21,6 +21,7 @@
 //! getting a message and its node's receipt reaching the sender: if the receiving
 //! node dies then, the message is routed again and arrives twice.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,7 +213,7 @@ impl Router {
             let mut seen = self.inner.forward.seen.lock();
             let s = seen.entry(from).or_default();
             match s.state.entry(id) {
-                std::collections::hash_map::Entry::Occupied(o) => {
+                Entry::Occupied(o) => {
                     // Sent again after a link broke: delivered once already.
                     if *o.get() {
                         self.inner
@@ -221,7 +222,7 @@ impl Router {
                     }
                     return;
                 }
-                std::collections::hash_map::Entry::Vacant(v) => {
+                Entry::Vacant(v) => {
                     v.insert(false);
                 }
             }
